@@ -1,0 +1,42 @@
+# The two commands a newcomer needs: `make lab` and `make test`.
+# Both create .venv with the machine's python3 and install with uv (bootstrapped with pip).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+UV     := $(BIN)/uv
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# JupyterLab refuses to run as root unless told; only pass the flag when we are root.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+.PHONY: lab test lint unit notebooks bench install clean
+
+install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(UV): | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+
+$(STAMP): pyproject.toml | $(UV)
+	$(UV) pip install --quiet --python $(BIN)/python -e ".[test]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+lab: install
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --no-browser $(ROOT_FLAG)
+
+lint: install
+	$(BIN)/ruff check cqrs_lab tests bench
+	$(BIN)/ruff format --check cqrs_lab tests bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest
+
+bench: install
+	$(UV) pip install --quiet --python $(BIN)/python -e ".[test,bench]"
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
