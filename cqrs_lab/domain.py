@@ -1,0 +1,503 @@
+"""The two aggregates, Customer and Order: their commands, events, states and pure decisions.
+
+Nothing here does I/O, reads a clock or makes ids. A service folds an aggregate's events with
+`evolve_*`, asks `decide_*` what a command means and appends the events it gets back. A broken rule
+raises `DomainRejection`; the service records it with `command_rejected(command, reason)`.
+
+Choices the service layer relies on:
+- The Order service's replica of a customer is a plain `Customer`, folded from the Customer events
+  it consumed with `evolve_customer`: one shape and one fold, so the replica cannot drift.
+- `decide_*` return `list[CustomerEvent]` / `list[OrderEvent]`, narrower than `list[Event]`, so that
+  `reduce(evolve_customer, events, state)` type-checks.
+- `CommandRejected` belongs to no aggregate stream: `stream_id_of` refuses it, the service chooses
+  where in its log rejections go.
+- A deleted customer stays in its stream with `deleted=True`; its id cannot be registered again.
+- Decimals travel as `str(value)` ("19.99"), which round-trips exactly, trailing zeros included.
+"""
+
+# No `from __future__ import annotations`: `_parse_fields` reads the real field types.
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar, assert_never
+
+from cqrs_lab.errors import CqrsLabError, DomainRejection, InvalidEventError
+
+OPEN, SHIPPED, CANCELLED = "open", "shipped", "cancelled"
+CUSTOMER_STREAM, ORDER_STREAM = "Customer", "Order"
+STREAM_TYPES = (CUSTOMER_STREAM, ORDER_STREAM)
+CUSTOMER_SERVICE, ORDER_SERVICE = "customer", "order"
+
+
+class InvalidCommandError(CqrsLabError, ValueError):
+    """Raw input (a form, the CLI) does not make a command: unknown type, missing or bad field."""
+
+
+# --- Customer ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RegisterCustomer:
+    """Register a new customer under a fresh id."""
+
+    customer_id: str
+    name: str
+    address: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RenameCustomer:
+    """Give a customer a new name."""
+
+    customer_id: str
+    name: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ChangeCustomerAddress:
+    """Move a customer to a new address."""
+
+    customer_id: str
+    address: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeleteCustomer:
+    """Delete a customer (the Order service then cancels their open orders)."""
+
+    customer_id: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CustomerRegistered:
+    """A customer was registered."""
+
+    customer_id: str
+    name: str
+    address: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CustomerRenamed:
+    """A customer was renamed."""
+
+    customer_id: str
+    name: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CustomerAddressChanged:
+    """A customer's address changed."""
+
+    customer_id: str
+    address: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CustomerDeleted:
+    """A customer was deleted."""
+
+    customer_id: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Customer:
+    """A customer's current state; also the Order service's replica of a customer."""
+
+    customer_id: str
+    name: str
+    address: str
+    deleted: bool
+
+
+# --- Order ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PlaceOrder:
+    """Place an order of `quantity` units of `product` for a customer."""
+
+    order_id: str
+    customer_id: str
+    product: str
+    quantity: int
+    unit_price: Decimal
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ShipOrder:
+    """Ship an open order."""
+
+    order_id: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CancelOrder:
+    """Cancel an open order, saying why."""
+
+    order_id: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OrderPlaced:
+    """An order was placed."""
+
+    order_id: str
+    customer_id: str
+    product: str
+    quantity: int
+    unit_price: Decimal
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OrderShipped:
+    """An order was shipped."""
+
+    order_id: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OrderCancelled:
+    """An order was cancelled."""
+
+    order_id: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Order:
+    """An order's current state; `status` is OPEN, SHIPPED or CANCELLED."""
+
+    order_id: str
+    customer_id: str
+    product: str
+    quantity: int
+    unit_price: Decimal
+    status: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CommandRejected:
+    """A command broke a rule; recorded in its service's log, outside any aggregate stream."""
+
+    command_type: str
+    command: dict[str, Any]
+    reason: str
+
+
+# The unions a service accepts and records; `Event` is everything a log may hold.
+CustomerCommand = RegisterCustomer | RenameCustomer | ChangeCustomerAddress | DeleteCustomer
+CustomerEvent = CustomerRegistered | CustomerRenamed | CustomerAddressChanged | CustomerDeleted
+OrderCommand = PlaceOrder | ShipOrder | CancelOrder
+OrderEvent = OrderPlaced | OrderShipped | OrderCancelled
+Command = CustomerCommand | OrderCommand
+Event = CustomerEvent | OrderEvent | CommandRejected
+
+_State = TypeVar("_State", Customer, Order)
+
+
+# --- Decisions -----------------------------------------------------------------------------------
+
+
+def decide_customer(state: Customer | None, command: CustomerCommand) -> list[CustomerEvent]:
+    """The events a customer command causes; raises DomainRejection if it breaks a rule."""
+    match command:
+        case RegisterCustomer():
+            return [_register(state, command)]
+        case RenameCustomer():
+            return [_rename(_live_customer(state, command.customer_id), command.name)]
+        case ChangeCustomerAddress():
+            return [_move(_live_customer(state, command.customer_id), command.address)]
+        case DeleteCustomer():
+            customer = _live_customer(state, command.customer_id)
+            return [CustomerDeleted(customer_id=customer.customer_id)]
+        case _:
+            assert_never(command)
+
+
+def _register(state: Customer | None, command: RegisterCustomer) -> CustomerRegistered:
+    cid = command.customer_id
+    _require_text(cid, f"customer id {cid!r} is blank")
+    if state is not None:
+        raise DomainRejection(f"customer {cid!r} is already registered")
+    _require_text(command.name, f"customer {cid!r} needs a non-blank name")
+    _require_text(command.address, f"customer {cid!r} needs a non-blank address")
+    return CustomerRegistered(customer_id=cid, name=command.name, address=command.address)
+
+
+def _live_customer(state: Customer | None, customer_id: str) -> Customer:
+    if state is None:
+        raise DomainRejection(f"customer {customer_id!r} is not registered")
+    if state.deleted:
+        raise DomainRejection(f"customer {customer_id!r} is deleted")
+    return state
+
+
+def _rename(customer: Customer, name: str) -> CustomerRenamed:
+    cid = customer.customer_id
+    _require_text(name, f"customer {cid!r} cannot be renamed to a blank name")
+    if name == customer.name:
+        raise DomainRejection(f"customer {cid!r} is already named {name!r}")
+    return CustomerRenamed(customer_id=cid, name=name)
+
+
+def _move(customer: Customer, address: str) -> CustomerAddressChanged:
+    cid = customer.customer_id
+    _require_text(address, f"customer {cid!r} cannot move to a blank address")
+    if address == customer.address:
+        raise DomainRejection(f"customer {cid!r} already lives at {address!r}")
+    return CustomerAddressChanged(customer_id=cid, address=address)
+
+
+def decide_order(
+    state: Order | None, command: OrderCommand, customer: Customer | None
+) -> list[OrderEvent]:
+    """The events an order command causes; `customer` is the Order service's customer replica."""
+    match command:
+        case PlaceOrder():
+            return [_place(state, command, customer)]
+        case ShipOrder():
+            return [_ship(_existing_order(state, command.order_id))]
+        case CancelOrder():
+            return [_cancel(_existing_order(state, command.order_id), command.reason)]
+        case _:
+            assert_never(command)
+
+
+def _place(state: Order | None, command: PlaceOrder, customer: Customer | None) -> OrderPlaced:
+    oid, cid = command.order_id, command.customer_id
+    qty, price = command.quantity, command.unit_price
+    _require_text(oid, f"order id {oid!r} is blank")
+    if state is not None:
+        raise DomainRejection(f"order {oid!r} already exists")
+    _require_text(command.product, f"order {oid!r} needs a product")
+    if type(qty) is not int or qty <= 0:  # `type`, not isinstance: True is an int, not a quantity
+        raise DomainRejection(f"order {oid!r} needs a positive integer quantity, got {qty!r}")
+    if not isinstance(price, Decimal) or not price.is_finite() or price <= 0:
+        raise DomainRejection(f"order {oid!r} needs a positive Decimal unit price, got {price!r}")
+    if customer is None or customer.customer_id != cid:
+        raise DomainRejection(f"order {oid!r}: customer {cid!r} is unknown to the Order service")
+    if customer.deleted:
+        raise DomainRejection(f"order {oid!r}: customer {cid!r} is deleted")
+    product = command.product
+    return OrderPlaced(
+        order_id=oid, customer_id=cid, product=product, quantity=qty, unit_price=price
+    )
+
+
+def _existing_order(state: Order | None, order_id: str) -> Order:
+    if state is None:
+        raise DomainRejection(f"order {order_id!r} does not exist")
+    return state
+
+
+def _ship(order: Order) -> OrderShipped:
+    oid = order.order_id
+    if order.status == SHIPPED:
+        raise DomainRejection(f"order {oid!r} is already shipped")
+    if order.status == CANCELLED:
+        raise DomainRejection(f"order {oid!r} is cancelled and cannot be shipped")
+    return OrderShipped(order_id=oid)
+
+
+def _cancel(order: Order, reason: str) -> OrderCancelled:
+    oid = order.order_id
+    if order.status == SHIPPED:
+        raise DomainRejection(f"order {oid!r} is shipped and cannot be cancelled")
+    if order.status == CANCELLED:
+        raise DomainRejection(f"order {oid!r} is already cancelled")
+    _require_text(reason, f"order {oid!r} needs a non-blank reason to be cancelled")
+    return OrderCancelled(order_id=oid, reason=reason)
+
+
+def _require_text(value: str, reason: str) -> None:
+    if not value.strip():
+        raise DomainRejection(reason)
+
+
+def command_rejected(command: Command, reason: str) -> CommandRejected:
+    """The failure event a service records when `command` is rejected for `reason`."""
+    payload = command_to_payload(command)
+    return CommandRejected(command_type=type(command).__name__, command=payload, reason=reason)
+
+
+# --- Folds ---------------------------------------------------------------------------------------
+
+
+def evolve_customer(state: Customer | None, event: CustomerEvent) -> Customer | None:
+    """The customer after `event`; replay is `reduce(evolve_customer, events, None)`."""
+    match event:
+        case CustomerRegistered(customer_id=cid, name=name, address=address):
+            return Customer(customer_id=cid, name=name, address=address, deleted=False)
+        case CustomerRenamed(name=name):
+            return replace(_folded(state, event), name=name)
+        case CustomerAddressChanged(address=address):
+            return replace(_folded(state, event), address=address)
+        case CustomerDeleted():
+            return replace(_folded(state, event), deleted=True)
+        case _:
+            assert_never(event)
+
+
+def evolve_order(state: Order | None, event: OrderEvent) -> Order | None:
+    """The order after `event`; replay is `reduce(evolve_order, events, None)`."""
+    match event:
+        case OrderPlaced():
+            return Order(
+                order_id=event.order_id,
+                customer_id=event.customer_id,
+                product=event.product,
+                quantity=event.quantity,
+                unit_price=event.unit_price,
+                status=OPEN,
+            )
+        case OrderShipped():
+            return replace(_folded(state, event), status=SHIPPED)
+        case OrderCancelled():
+            return replace(_folded(state, event), status=CANCELLED)
+        case _:
+            assert_never(event)
+
+
+def _folded(state: _State | None, event: CustomerEvent | OrderEvent) -> _State:
+    if state is None:  # only a damaged or misordered history gets here
+        name, stream = type(event).__name__, stream_id_of(event)
+        raise InvalidEventError(f"{name} for {stream!r} comes before the stream was created")
+    return state
+
+
+# --- Streams and payloads ------------------------------------------------------------------------
+
+
+def stream_id_of(message: Command | CustomerEvent | OrderEvent) -> str:
+    """The aggregate stream a message belongs to: "customer-<customer_id>" or "order-<order_id>"."""
+    if isinstance(message, CUSTOMER_MESSAGES):
+        return f"customer-{message.customer_id}"
+    if isinstance(message, ORDER_MESSAGES):
+        return f"order-{message.order_id}"
+    raise InvalidEventError(f"{type(message).__name__} belongs to no aggregate stream")
+
+
+def stream_type_of(message: Command | CustomerEvent | OrderEvent) -> str:
+    """The stream type of the aggregate a message belongs to: "Customer" or "Order"."""
+    if isinstance(message, CUSTOMER_MESSAGES):
+        return CUSTOMER_STREAM
+    if isinstance(message, ORDER_MESSAGES):
+        return ORDER_STREAM
+    raise InvalidEventError(f"{type(message).__name__} belongs to no aggregate stream")
+
+
+def event_to_payload(event: Event) -> dict[str, Any]:
+    """The event's fields as a JSON-ready dict; Decimals become strings such as "19.99"."""
+    return {f.name: _json_ready(getattr(event, f.name)) for f in fields(event)}
+
+
+def command_to_payload(command: Command) -> dict[str, Any]:
+    """The command's fields as a JSON-ready dict; Decimals become strings such as "19.99"."""
+    return {f.name: _json_ready(getattr(command, f.name)) for f in fields(command)}
+
+
+def _json_ready(value: object) -> object:
+    if isinstance(value, Decimal):
+        return str(value)
+    return dict(value) if isinstance(value, dict) else value
+
+
+def event_from_payload(event_type: str, payload: Mapping[str, Any]) -> Event:
+    """The event of type `event_type` that `event_to_payload` turned into `payload`."""
+    if event_type not in EVENTS:
+        raise InvalidEventError(f"unknown event type {event_type!r}; known: {', '.join(EVENTS)}")
+    cls = EVENTS[event_type]
+    return cls(**_parse_fields(cls, payload, InvalidEventError))
+
+
+def command_from_payload(command_type: str, payload: Mapping[str, Any]) -> Command:
+    """Build a command from raw values (strings from a form or the CLI), converting each field."""
+    if command_type not in COMMANDS:
+        known = ", ".join(COMMANDS)
+        raise InvalidCommandError(f"unknown command type {command_type!r}; known: {known}")
+    cls = COMMANDS[command_type]
+    return cls(**_parse_fields(cls, payload, InvalidCommandError))
+
+
+def _parse_fields(
+    cls: type[Command | Event], payload: Mapping[str, Any], error: type[CqrsLabError]
+) -> dict[str, Any]:
+    name, types = cls.__name__, {f.name: f.type for f in fields(cls)}
+    if not isinstance(payload, Mapping):
+        raise error(f"{name}: payload must be a mapping, got {payload!r}")
+    if missing := sorted(types.keys() - payload.keys()):
+        raise error(f"{name}: missing field(s) {', '.join(map(repr, missing))}")
+    if unknown := sorted(payload.keys() - types.keys(), key=repr):
+        raise error(f"{name}: unknown field(s) {', '.join(map(repr, unknown))}")
+    values = {}
+    for field, kind in types.items():
+        try:
+            values[field] = _PARSERS[kind](payload[field])
+        except ValueError as problem:
+            raise error(f"{name}: field {field!r} {problem}, got {payload[field]!r}") from None
+    return values
+
+
+def _parse_str(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+def _parse_int(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    raise ValueError("must be an integer")
+
+
+def _parse_decimal(value: object) -> Decimal:
+    # str() first: a float from a widget then keeps its shortest spelling (19.99, not 19.989999...).
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+        raise ValueError("must be a decimal number")
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError("must be a decimal number") from None
+    if not number.is_finite():
+        raise ValueError("must be a finite decimal number")
+    return number
+
+
+def _parse_mapping(value: object) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError("must be a JSON object")
+    return dict(value)
+
+
+_PARSERS: dict[object, Callable[[object], object]] = {
+    str: _parse_str,
+    int: _parse_int,
+    Decimal: _parse_decimal,
+    dict[str, Any]: _parse_mapping,
+}
+
+
+# --- Table of contents ---------------------------------------------------------------------------
+
+CUSTOMER_COMMANDS = (RegisterCustomer, RenameCustomer, ChangeCustomerAddress, DeleteCustomer)
+ORDER_COMMANDS = (PlaceOrder, ShipOrder, CancelOrder)
+CUSTOMER_EVENTS = (CustomerRegistered, CustomerRenamed, CustomerAddressChanged, CustomerDeleted)
+ORDER_EVENTS = (OrderPlaced, OrderShipped, OrderCancelled)
+CUSTOMER_MESSAGES = (*CUSTOMER_COMMANDS, *CUSTOMER_EVENTS)
+ORDER_MESSAGES = (*ORDER_COMMANDS, *ORDER_EVENTS)
+
+COMMANDS: dict[str, type[Command]] = {c.__name__: c for c in (*CUSTOMER_COMMANDS, *ORDER_COMMANDS)}
+EVENTS: dict[str, type[Event]] = {
+    e.__name__: e for e in (*CUSTOMER_EVENTS, *ORDER_EVENTS, CommandRejected)
+}
+SERVICE_OF_COMMAND: dict[type[Command], str] = {
+    **dict.fromkeys(CUSTOMER_COMMANDS, CUSTOMER_SERVICE),
+    **dict.fromkeys(ORDER_COMMANDS, ORDER_SERVICE),
+}
