@@ -1,0 +1,481 @@
+"""An append-only event log stored as plain Parquet files: the write store of one service.
+
+    >>> log = EventLog.create(folder)
+    >>> log.append([NewEvent(stream_id="customer-7", stream_type="Customer",
+    ...                      event_type="CustomerRegistered", payload={"name": "Ada"})],
+    ...            expected={"customer-7": NO_STREAM})
+
+One `append` is one atomic commit (DESIGN.md, "The commit"): under an exclusive lock the writer
+checks every expected version, assigns gap-free positions, versions and chained hashes, writes
+one segment to a temp file with page checksums, fsyncs it, publishes it with a put-if-absent link,
+fsyncs the folder and only then records it in HEAD. Readers list the folder and read the widest
+gap-free cover of segments (see `segments.py`), so a reader never sees half a commit. The log knows
+nothing of customers or orders: payloads are JSON objects to it.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from operator import attrgetter
+from pathlib import Path
+from typing import Any, overload
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cqrs_lab import segments as fmt
+from cqrs_lab.compaction import CompactionReport, compact
+from cqrs_lab.determinism import Clock, IdGenerator, random_ids, system_clock
+from cqrs_lab.errors import (
+    ConcurrencyError,
+    CorruptLogError,
+    DuplicateEventError,
+    InvalidEventError,
+    LogNotFoundError,
+)
+from cqrs_lab.locking import FileLock
+from cqrs_lab.verify import VerifyReport, verify_log
+from cqrs_lab.writer import WriterState
+
+NO_STREAM = 0  # expected version meaning "this stream must not exist yet"
+ANY_VERSION = None  # expected version meaning "append whatever the stream's version"
+_PUBLISH_ATTEMPTS = 3
+_REQUIRED_TEXT_COLUMNS = ("stream_id", "stream_type", "event_type")
+_GIVEN_TEXT_COLUMNS = (
+    *_REQUIRED_TEXT_COLUMNS,
+    "command_id",
+    "correlation_id",
+    "causation_id",
+    "actor",
+)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NewEvent:
+    """An event to append; the log assigns its position, version, time, hash (and id if None)."""
+
+    stream_id: str
+    stream_type: str
+    event_type: str
+    payload: Mapping[str, Any] | str
+    event_id: str | None = None
+    command_id: str = ""
+    correlation_id: str = ""
+    causation_id: str = ""
+    actor: str = ""
+    schema_version: int = 1
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RecordedEvent:
+    """An event as stored: one row of the log (`hash` as hex for reading)."""
+
+    position: int
+    stream_id: str
+    stream_type: str
+    version: int
+    event_type: str
+    schema_version: int
+    payload: str
+    recorded_at: datetime
+    event_id: str
+    command_id: str
+    correlation_id: str
+    causation_id: str
+    actor: str
+    hash: str
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The payload as a dict."""
+        return json.loads(self.payload)  # type: ignore[no-any-return]
+
+
+def records(table: pa.Table) -> list[RecordedEvent]:
+    """Rows of a log table as RecordedEvents."""
+    rows = table.to_pylist()
+    for row in rows:
+        row["hash"] = row["hash"].hex()
+    return [RecordedEvent(**row) for row in rows]
+
+
+class Commit(Sequence[RecordedEvent]):
+    """What one append recorded: the rows as an Arrow table, and as RecordedEvents on demand."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+        self._events: list[RecordedEvent] | None = None
+
+    @property
+    def events(self) -> list[RecordedEvent]:
+        """The recorded rows as Python records."""
+        if self._events is None:
+            self._events = records(self.table)
+        return self._events
+
+    @overload
+    def __getitem__(self, index: int) -> RecordedEvent: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[RecordedEvent]: ...
+    def __getitem__(self, index: int | slice) -> RecordedEvent | Sequence[RecordedEvent]:
+        return self.events[index]
+
+    def __len__(self) -> int:
+        return int(self.table.num_rows)
+
+    def __iter__(self) -> Iterator[RecordedEvent]:
+        return iter(self.events)
+
+    def __repr__(self) -> str:
+        if not len(self):
+            return "Commit(0 events)"
+        first, last = self.table["position"][0].as_py(), self.table["position"][-1].as_py()
+        return f"Commit({len(self)} events, positions {first}..{last})"
+
+
+class EventLog:
+    """One service's append-only event log in a folder of Parquet segments."""
+
+    def __init__(self, path: Path, *, clock: Clock | None, ids: IdGenerator | None) -> None:
+        self.path = path
+        self.events_dir = path / fmt.EVENTS_DIR
+        self.head_path = path / fmt.HEAD_FILE
+        self.clock: Clock = clock or system_clock
+        self.ids: IdGenerator = ids or random_ids
+        self._lock = FileLock(path / fmt.LOCK_FILE)
+        self._writer: WriterState | None = None
+
+    @classmethod
+    def create(
+        cls, path: str | Path, *, clock: Clock | None = None, ids: IdGenerator | None = None
+    ) -> EventLog:
+        """Create an empty log in a new or empty folder and open it."""
+        path = Path(path)
+        if (path / fmt.HEAD_FILE).exists():
+            raise InvalidEventError(f"{path} already holds an event log; open it instead")
+        (path / fmt.EVENTS_DIR).mkdir(parents=True, exist_ok=True)
+        (path / fmt.HEAD_FILE).touch()
+        return cls.open(path, clock=clock, ids=ids)
+
+    @classmethod
+    def open(
+        cls, path: str | Path, *, clock: Clock | None = None, ids: IdGenerator | None = None
+    ) -> EventLog:
+        """Open an existing log; warns about leftover or foreign files (naming them)."""
+        path = Path(path)
+        if not (path / fmt.HEAD_FILE).is_file() or not (path / fmt.EVENTS_DIR).is_dir():
+            raise LogNotFoundError(f"no event log at {path} (expected {fmt.HEAD_FILE} and events/)")
+        log = cls(path, clock=clock, ids=ids)
+        log._warn_about_strays()
+        return log
+
+    def close(self) -> None:
+        """Release the log's files."""
+        self._lock.close()
+        if self._writer is not None:
+            self._writer.close()
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"EventLog({str(self.path)!r}, position={self.position})"
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def append(self, events: Sequence[NewEvent], *, expected: Mapping[str, int | None]) -> Commit:
+        """Append events atomically; `expected` maps each stream to its version (or NO_STREAM/ANY).
+
+        Raises ConcurrencyError (nothing written) if a stream is not at its expected version, and
+        DuplicateEventError if an event_id is already in the log or twice in the batch.
+        """
+        columns = self._columns(events, expected)
+        with self._lock:
+            state = self._writer_state()
+            for _ in range(_PUBLISH_ATTEMPTS):
+                state.refresh()
+                table = self._stamp(state, columns, expected)
+                try:
+                    state.publish(table)
+                except FileExistsError:  # a killed writer left a published, unrecorded segment
+                    state.recover()
+                    continue
+                return Commit(table)
+        raise CorruptLogError(f"{self.events_dir}: could not publish after recovery; run verify")
+
+    def _writer_state(self) -> WriterState:
+        if self._writer is None:
+            self._writer = WriterState(self.path)
+        return self._writer
+
+    def _columns(
+        self, events: Sequence[NewEvent], expected: Mapping[str, int | None]
+    ) -> dict[str, pa.Array]:
+        """Validate the batch and turn it into columns (no positions, versions or hashes yet)."""
+        if not events:
+            raise InvalidEventError("append needs at least one event")
+        columns = {name: list(map(attrgetter(name), events)) for name in _GIVEN_TEXT_COLUMNS}
+        columns["event_id"] = [e.event_id or self.ids() for e in events]
+        arrays = _text_arrays(columns)
+        missing = set(columns["stream_id"]).difference(expected)
+        if missing:
+            raise InvalidEventError(f"no expected version given for stream {min(missing)!r}")
+        if len(set(columns["event_id"])) != len(events):
+            raise DuplicateEventError(_first_repeat(columns["event_id"]))
+        arrays["schema_version"] = _schema_versions([e.schema_version for e in events])
+        arrays["payload"] = _payloads(events)
+        return arrays
+
+    def _stamp(
+        self, state: WriterState, columns: dict[str, Any], expected: Mapping[str, int | None]
+    ) -> pa.Table:
+        """Check expectations and ids against the head, then assign positions, versions, hashes."""
+        for stream_id, version in expected.items():
+            actual = state.versions.get(stream_id, 0)
+            if version is not None and version != actual:
+                raise ConcurrencyError(stream_id, version, actual)
+        taken = state.event_ids.first_known(columns["event_id"].to_pylist())
+        if taken is not None:
+            raise DuplicateEventError(taken)
+        counters: dict[str, int] = {}
+        versions = []
+        for stream_id in columns["stream_id"].to_pylist():
+            counters[stream_id] = counters.get(stream_id, state.versions.get(stream_id, 0)) + 1
+            versions.append(counters[stream_id])
+        count = len(versions)
+        now = self.clock() if state.recorded_at is None else max(self.clock(), state.recorded_at)
+        arrays = {
+            **columns,
+            "position": pa.array(range(state.position + 1, state.position + count + 1), pa.int64()),
+            "version": pa.array(versions, pa.int64()),
+            "recorded_at": pa.repeat(pa.scalar(now, fmt.SCHEMA.field("recorded_at").type), count),
+            "hash": pa.nulls(count, pa.binary(32)),
+        }
+        unhashed = pa.Table.from_arrays([arrays[name] for name in fmt.COLUMNS], schema=_UNHASHED)
+        hashes = pa.array(fmt.chain(fmt.canonical_rows(unhashed), state.last_hash), pa.binary(32))
+        return pa.Table.from_arrays([*unhashed.columns[:-1], hashes], schema=fmt.SCHEMA)
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    @property
+    def position(self) -> int:
+        """The last position readers can see (0 for an empty log)."""
+        chosen, _ = fmt.cover(fmt.list_folder(self.events_dir)[0])
+        return chosen[-1].last if chosen else 0
+
+    def files(self, *, after: int | None = None, upto: int | None = None) -> list[Path]:
+        """The segment files to scan, in position order (for DuckDB's `read_parquet([...])`)."""
+        chosen, _ = fmt.cover(fmt.list_folder(self.events_dir)[0])
+        return [
+            self.events_dir / seg.name
+            for seg in chosen
+            if (after is None or seg.last > after) and (upto is None or seg.first <= upto)
+        ]
+
+    def scan(
+        self,
+        *,
+        stream_id: str | None = None,
+        after: int | None = None,
+        upto: int | None = None,
+        until: datetime | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pa.Table:
+        """Events as an Arrow table, in position order, filtered by the keyword arguments.
+
+        `after`/`upto` are positions (exclusive/inclusive), `until` a time (inclusive).
+        """
+        wanted = list(columns) if columns is not None else list(fmt.COLUMNS)
+        needed = list(dict.fromkeys([*wanted, "position", "stream_id", "recorded_at"]))
+        for _ in range(5):  # a compaction may replace files between listing and reading
+            try:
+                parts = [_read_file(path, needed) for path in self.files(after=after, upto=upto)]
+                break
+            except FileNotFoundError:
+                continue
+        else:
+            raise CorruptLogError(f"{self.events_dir}: segments kept vanishing while reading")
+        table = pa.concat_tables(parts) if parts else fmt.SCHEMA.empty_table().select(needed)
+        mask = _filter_mask(table, stream_id=stream_id, after=after, upto=upto, until=until)
+        if mask is not None:
+            table = table.filter(mask)
+        return table.select(wanted)
+
+    def read(
+        self,
+        *,
+        stream_id: str | None = None,
+        after: int | None = None,
+        upto: int | None = None,
+        until: datetime | None = None,
+    ) -> list[RecordedEvent]:
+        """Events as Python records (for small reads); same filters as `scan`."""
+        return records(self.scan(stream_id=stream_id, after=after, upto=upto, until=until))
+
+    def relation(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        *,
+        after: int | None = None,
+        upto: int | None = None,
+    ) -> duckdb.DuckDBPyRelation:
+        """A DuckDB relation over the segment files (lazy: build it again after a compaction)."""
+        files = [str(path) for path in self.files(after=after, upto=upto)]
+        if not files:
+            return con.from_arrow(fmt.SCHEMA.empty_table())
+        return con.sql(
+            """
+            SELECT *
+            FROM read_parquet($files)
+            WHERE position > $after
+              AND position <= $upto
+            """,
+            params={"files": files, "after": after or 0, "upto": upto or 2**62},
+        )
+
+    def stream_version(self, stream_id: str) -> int:
+        """The current version of a stream (0 if it does not exist)."""
+        table = self.scan(stream_id=stream_id, columns=["version"])
+        return int(table["version"][-1].as_py()) if table.num_rows else 0
+
+    # --- integrity and maintenance ---------------------------------------------------------------
+
+    def verify(self) -> VerifyReport:
+        """Check every segment, row, hash and the HEAD anchor; returns a VerifyReport."""
+        return verify_log(self.path)
+
+    def compact(self, *, target_rows: int = 1_000_000) -> CompactionReport:
+        """Merge runs of small segments into ones of up to `target_rows` rows, under the lock."""
+        with self._lock:
+            self._writer_state().recover()
+            return compact(self, target_rows=target_rows)
+
+    def recover(self) -> list[str]:
+        """Tidy up after a killed writer (under the lock); returns what was done."""
+        with self._lock:
+            return self._writer_state().recover()
+
+    def _warn_about_strays(self) -> None:
+        segments, temps, unknown = fmt.list_folder(self.events_dir)
+        _, left_out = fmt.cover(segments)
+        for name in temps:
+            warnings.warn(
+                f"{self.events_dir / name}: leftover of an interrupted commit; it is never read "
+                "and the next append or `cqrs-lab log verify` names it",
+                stacklevel=3,
+            )
+        for name in unknown:
+            warnings.warn(
+                f"{self.events_dir / name}: not a segment of this log; ignored", stacklevel=3
+            )
+        chosen_end = max((s.last for s in fmt.cover(segments)[0]), default=0)
+        for seg in left_out:
+            if seg.first > chosen_end:
+                warnings.warn(
+                    f"{self.events_dir / seg.name}: segment after a gap in positions; not read",
+                    stacklevel=3,
+                )
+
+
+_UNHASHED = fmt.SCHEMA.set(len(fmt.COLUMNS) - 1, pa.field("hash", pa.binary(32)))
+
+
+def _text_arrays(columns: dict[str, list[Any]]) -> dict[str, pa.Array]:
+    """Columns of ids and names: text without control characters; the required ones non-empty."""
+    arrays = {}
+    for name, values in columns.items():
+        try:
+            arrays[name] = pa.array(values, pa.string())
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            bad = next(v for v in values if not isinstance(v, str))
+            raise InvalidEventError(f"event {name} must be text, got {bad!r}") from None
+    every = pa.concat_arrays(list(arrays.values()))
+    required = pa.concat_arrays([arrays[name] for name in _REQUIRED_TEXT_COLUMNS])
+    control = pc.any(pc.match_substring_regex(every, r"[\x00-\x1f]")).as_py()
+    blank = pc.any(pc.equal(pc.utf8_trim_whitespace(required), "")).as_py()
+    if control or blank:
+        for name, values in columns.items():
+            for value in values:
+                empty = name in _REQUIRED_TEXT_COLUMNS and not value.strip()
+                if empty or any(ord(char) < 32 for char in value):
+                    raise InvalidEventError(
+                        f"event {name} {value!r} is empty or contains control characters"
+                    )
+    return arrays
+
+
+def _schema_versions(values: list[int]) -> pa.Array:
+    bad = [v for v in values if not isinstance(v, int) or not 1 <= v <= 32767]
+    if bad:
+        raise InvalidEventError(f"schema_version {bad[0]!r} is out of range 1..32767")
+    return pa.array(values, pa.int16())
+
+
+def _payloads(events: Sequence[NewEvent]) -> pa.Array:
+    """Payloads as canonical JSON (sorted keys, no spaces); JSON text given is checked as is."""
+    texts, given = [], False
+    for event in events:
+        if isinstance(event.payload, str):
+            texts.append(event.payload)
+            given = True
+            continue
+        try:
+            texts.append(json.dumps(event.payload, sort_keys=True, separators=(",", ":")))
+        except (TypeError, ValueError) as error:
+            raise InvalidEventError(f"payload of {event.event_type} is not JSON: {error}") from None
+    array = pa.array(texts, pa.string())
+    problem = fmt.check_json_objects(array) if given else None
+    if problem:
+        raise InvalidEventError(problem)
+    return array
+
+
+def _first_repeat(values: list[str]) -> str:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            return value
+        seen.add(value)
+    raise ValueError("no repeated value")
+
+
+def _read_file(path: Path, columns: Sequence[str]) -> pa.Table:
+    try:
+        return fmt.decode_segment(path.read_bytes(), columns=columns)
+    except (pa.ArrowInvalid, OSError) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise CorruptLogError(f"{path}: unreadable segment (torn or tampered): {error}") from None
+
+
+def _filter_mask(
+    table: pa.Table,
+    *,
+    stream_id: str | None,
+    after: int | None,
+    upto: int | None,
+    until: datetime | None,
+) -> pa.ChunkedArray | None:
+    conditions = []
+    if stream_id is not None:
+        conditions.append(pc.equal(table["stream_id"], stream_id))
+    if after is not None:
+        conditions.append(pc.greater(table["position"], after))
+    if upto is not None:
+        conditions.append(pc.less_equal(table["position"], upto))
+    if until is not None:
+        conditions.append(
+            pc.less_equal(table["recorded_at"], pa.scalar(until, table["recorded_at"].type))
+        )
+    mask = None
+    for condition in conditions:
+        mask = condition if mask is None else pc.and_(mask, condition)
+    return mask

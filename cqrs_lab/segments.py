@@ -1,0 +1,278 @@
+"""The on-disk format of one event log: segment files, the HEAD ledger, and the hash chain.
+
+A log is a folder::
+
+    <log>/events/<first>-<last>.parquet   immutable segments, positions first..last
+    <log>/events/.<name>.tmp              a commit in progress (or the leftover of a killed writer)
+    <log>/HEAD                            the ledger: one line per published segment
+    <log>/LOCK                            the writers' lock file
+
+HEAD improves on a bare "last position + hash" anchor (DESIGN.md allows this; here is why): it is an
+append-only text file with one line ``<segment name> <sha256 of the file's bytes> <hash of its last
+row>`` per published segment. Its line with the highest position is the anchor, so truncating the
+log's tail is still caught; the file digests let ``verify()`` catch a flipped byte *anywhere* in a
+segment (also in the Parquet footer, which no row hash covers); and a writer learns of other
+writers' commits by reading only the lines added since it last looked, never listing the folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
+
+SCHEMA = pa.schema(
+    [
+        pa.field("position", pa.int64(), nullable=False),
+        pa.field("stream_id", pa.string(), nullable=False),
+        pa.field("stream_type", pa.string(), nullable=False),
+        pa.field("version", pa.int64(), nullable=False),
+        pa.field("event_type", pa.string(), nullable=False),
+        pa.field("schema_version", pa.int16(), nullable=False),
+        pa.field("payload", pa.string(), nullable=False),
+        pa.field("recorded_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("command_id", pa.string(), nullable=False),
+        pa.field("correlation_id", pa.string(), nullable=False),
+        pa.field("causation_id", pa.string(), nullable=False),
+        pa.field("actor", pa.string(), nullable=False),
+        pa.field("hash", pa.binary(32), nullable=False),
+    ]
+)
+COLUMNS = tuple(SCHEMA.names)
+HASHED_COLUMNS = COLUMNS[:-1]  # every column but the hash itself, in schema order
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+GENESIS = bytes(32)  # the "previous hash" of position 1
+SEPARATOR = "\x1f"  # ASCII unit separator: may not occur in ids; JSON escapes it in payloads
+
+EVENTS_DIR, HEAD_FILE, LOCK_FILE = "events", "HEAD", "LOCK"
+SEGMENT_NAME = re.compile(r"^(\d{12,})-(\d{12,})\.parquet$")
+TEMP_NAME = re.compile(r"^\..+\.tmp$")
+LEDGER_LINE = re.compile(r"^(\S+\.parquet) ([0-9a-f]{64}) ([0-9a-f]{64})$")
+
+SMALL_ROW_GROUP = 64 * 1024
+COMPACT_ROW_GROUP = 128 * 1024
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Segment:
+    """One segment file: its positions first..last and its file name."""
+
+    first: int
+    last: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One HEAD line: a published segment, the sha256 of its bytes, the hash of its last row."""
+
+    segment: Segment
+    file_digest: str
+    last_hash: str
+
+
+def segment_name(first: int, last: int) -> str:
+    """The file name of the segment holding positions first..last."""
+    return f"{first:012d}-{last:012d}.parquet"
+
+
+def parse_segment(name: str) -> Segment | None:
+    """The segment a file name denotes, or None if it is not a segment name."""
+    match = SEGMENT_NAME.match(name)
+    if match is None:
+        return None
+    first, last = int(match[1]), int(match[2])
+    return Segment(first, last, name) if 1 <= first <= last else None
+
+
+def cover(segments: Iterable[Segment]) -> tuple[list[Segment], list[Segment]]:
+    """The widest gap-free run of segments from position 1, and the segments left out of it.
+
+    Compaction writes a wide segment before deleting the narrow ones it replaces, so at any
+    instant readers may see both; taking the widest segment at each step reads every event once.
+    """
+    by_first: dict[int, Segment] = {}
+    for seg in segments:
+        best = by_first.get(seg.first)
+        if best is None or seg.last > best.last:
+            by_first[seg.first] = seg
+    chosen: list[Segment] = []
+    position = 1
+    while position in by_first:
+        chosen.append(by_first[position])
+        position = by_first[position].last + 1
+    chosen_names = {seg.name for seg in chosen}
+    left_out = sorted(seg for seg in segments if seg.name not in chosen_names)
+    return chosen, left_out
+
+
+def list_folder(events_dir: Path) -> tuple[list[Segment], list[str], list[str]]:
+    """Segments, temp files and unknown files found in a log's events folder."""
+    segments, temps, unknown = [], [], []
+    for name in sorted(os.listdir(events_dir)):
+        seg = parse_segment(name)
+        if seg is not None:
+            segments.append(seg)
+        elif TEMP_NAME.match(name):
+            temps.append(name)
+        else:
+            unknown.append(name)
+    return segments, temps, unknown
+
+
+# --- the HEAD ledger -----------------------------------------------------------------------------
+
+
+def format_ledger_line(entry: LedgerEntry) -> bytes:
+    """One HEAD line, newline-terminated."""
+    return f"{entry.segment.name} {entry.file_digest} {entry.last_hash}\n".encode()
+
+
+def parse_ledger(data: bytes) -> tuple[list[LedgerEntry], list[str], bool]:
+    """Entries, malformed lines, and whether the data ends in a torn (unterminated) line."""
+    text = data.decode("utf-8", errors="replace")
+    *complete, tail = text.split("\n")
+    entries, bad = [], []
+    for line in complete:
+        match = LEDGER_LINE.match(line)
+        seg = parse_segment(match[1]) if match else None
+        if match is None or seg is None:
+            bad.append(line)
+        else:
+            entries.append(LedgerEntry(seg, match[2], match[3]))
+    return entries, bad, tail != ""
+
+
+def anchor(entries: Sequence[LedgerEntry]) -> LedgerEntry | None:
+    """The ledger entry reaching the highest position: the log's committed head."""
+    return max(entries, key=lambda e: e.segment.last, default=None)
+
+
+# --- rows, hashes and Parquet --------------------------------------------------------------------
+
+
+def canonical_row(row: Sequence[object]) -> bytes:
+    """The bytes a row's hash covers: its hashed columns as text, joined by SEPARATOR.
+
+    `row` holds the HASHED_COLUMNS values in order; `recorded_at` counts microseconds since
+    1970-01-01 UTC. This is the definition; `canonical_rows` computes the same for a whole table.
+    """
+    texts = []
+    for name, value in zip(HASHED_COLUMNS, row, strict=True):
+        if name == "recorded_at":
+            assert isinstance(value, datetime)
+            value = (value - EPOCH) // timedelta(microseconds=1)
+        texts.append(str(value))
+    return SEPARATOR.join(texts).encode()
+
+
+def canonical_rows(table: pa.Table) -> list[bytes]:
+    """`canonical_row` of every row of a log table (vectorised for large tables)."""
+    if table.num_rows < 64:
+        return [
+            canonical_row(row)
+            for row in zip(*table.select(HASHED_COLUMNS).to_pydict().values(), strict=True)
+        ]
+    parts = []
+    for name in HASHED_COLUMNS:
+        column = table[name]
+        if name == "recorded_at":
+            column = pc.cast(column, pa.int64())
+        parts.append(column if column.type == pa.string() else pc.cast(column, pa.string()))
+    joined = pc.binary_join_element_wise(*parts, SEPARATOR)
+    return pc.cast(joined, pa.binary()).to_pylist()  # type: ignore[no-any-return]
+
+
+def chain(rows: Iterable[bytes], previous: bytes) -> Iterator[bytes]:
+    """The hash chain: each row's hash is sha256(previous hash + the row's canonical bytes)."""
+    sha256 = hashlib.sha256
+    for row in rows:
+        previous = sha256(previous + row).digest()
+        yield previous
+
+
+def check_json_objects(payloads: pa.Array) -> str | None:
+    """None if every payload is one JSON object, else a message naming the first bad one."""
+    if len(payloads) == 0:
+        return None
+    starts = pc.starts_with(payloads, "{")
+    if not pc.all(starts).as_py():
+        bad = pc.index(starts, False).as_py()
+        return f"payload #{bad} is not a JSON object: {payloads[bad].as_py()[:60]!r}"
+    options = pa_json.ParseOptions(
+        explicit_schema=pa.schema([]), unexpected_field_behavior="ignore"
+    )
+    data = "\n".join(payloads.to_pylist()).encode()
+    try:
+        parsed = pa_json.read_json(io.BytesIO(data), parse_options=options)
+    except pa.ArrowInvalid as error:
+        return f"a payload is not valid JSON ({error})"
+    return None if parsed.num_rows == len(payloads) else "a payload spans several JSON values"
+
+
+def encode_segment(table: pa.Table, *, row_group_size: int = SMALL_ROW_GROUP) -> bytes:
+    """The Parquet bytes of a segment, always with page checksums.
+
+    Small commits are written plain (compressing a few rows costs more than it saves, and
+    compaction rewrites them); large ones with zstd and dictionaries for repeated text. The Arrow
+    schema is not embedded: the Parquet types alone read back as SCHEMA.
+    """
+    large = table.num_rows >= 1024
+    sink = pa.BufferOutputStream()
+    pq.write_table(
+        table,
+        sink,
+        row_group_size=row_group_size,
+        compression="zstd" if large else "none",
+        use_dictionary=["stream_type", "event_type", "actor", "schema_version"] if large else False,
+        write_page_checksum=True,
+        write_statistics=["position", "version", "recorded_at", "stream_id"],
+        store_schema=False,
+    )
+    return sink.getvalue().to_pybytes()  # type: ignore[no-any-return]
+
+
+def decode_segment(data: bytes, *, columns: Sequence[str] | None = None) -> pa.Table:
+    """Parse a segment's bytes, checking page checksums; raises pyarrow's error if torn/corrupt."""
+    return pq.read_table(
+        pa.BufferReader(data),
+        columns=list(columns) if columns is not None else None,
+        page_checksum_verification=True,
+    )
+
+
+def file_digest(data: bytes) -> str:
+    """The sha256 of a file's bytes, as recorded in HEAD."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_durably(folder_fd: int, folder: Path, name: str, data: bytes) -> None:
+    """Publish `data` as folder/name: temp file, fsync, put-if-absent link, fsync the folder.
+
+    Raises FileExistsError if the name is taken: a published segment is never replaced.
+    """
+    temp = folder / f".{name}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(temp, folder / name)
+    finally:
+        os.unlink(temp)
+        os.fsync(folder_fd)

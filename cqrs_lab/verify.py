@@ -1,0 +1,181 @@
+"""`verify()`: check a log's files, rows, hash chain and HEAD ledger, and say what is wrong where.
+
+A *finding* is damage (a changed byte, a missing tail, a gap, a foreign file): verify fails.
+A *notice* is a harmless leftover of an interrupted commit or compaction that the next writer
+tidies up by itself: reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from cqrs_lab import segments as fmt
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing verify found: what, in which file, at which position (if known)."""
+
+    file: str
+    message: str
+    position: int | None = None
+
+    def __str__(self) -> str:
+        where = f" at position {self.position}" if self.position is not None else ""
+        return f"{self.file}{where}: {self.message}"
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """Everything verify checked and found; `ok` when there are no findings."""
+
+    path: Path
+    events: int = 0
+    segments: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    notices: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when the log is intact (notices allowed)."""
+        return not self.findings
+
+    def __str__(self) -> str:
+        verdict = "OK" if self.ok else f"{len(self.findings)} problem(s)"
+        lines = [f"{self.path}: {verdict} ({self.events} events in {self.segments} segments)"]
+        lines += [f"  PROBLEM {finding}" for finding in self.findings]
+        lines += [f"  note    {notice}" for notice in self.notices]
+        return "\n".join(lines)
+
+
+def verify_log(path: Path) -> VerifyReport:
+    """Check every file, row, version, hash and the HEAD anchor of the log at `path`."""
+    report = VerifyReport(path)
+    events_dir = path / fmt.EVENTS_DIR
+    segments, temps, unknown = fmt.list_folder(events_dir)
+    for name in temps:
+        report.notices.append(Finding(name, "leftover temp file of an interrupted commit"))
+    for name in unknown:
+        report.findings.append(Finding(name, "unknown file in the events folder"))
+    entries, bad_lines, torn = fmt.parse_ledger((path / fmt.HEAD_FILE).read_bytes())
+    for line in bad_lines:
+        report.findings.append(Finding(fmt.HEAD_FILE, f"malformed line {line[:80]!r}"))
+    if torn:
+        report.notices.append(Finding(fmt.HEAD_FILE, "torn last line of an interrupted commit"))
+    chosen, left_out = fmt.cover(segments)
+    _check_layout(report, chosen, left_out)
+    _check_rows(report, events_dir, chosen, entries)
+    _check_anchor(report, chosen, entries)
+    return report
+
+
+def _check_layout(
+    report: VerifyReport, chosen: list[fmt.Segment], left_out: list[fmt.Segment]
+) -> None:
+    """Gaps, and segments that are neither part of the cover nor superseded by it."""
+    end = chosen[-1].last if chosen else 0
+    for seg in left_out:
+        inside = any(c.first <= seg.first and seg.last <= c.last for c in chosen)
+        if inside:
+            report.notices.append(Finding(seg.name, "superseded by a compacted segment"))
+        elif seg.first > end + 1:
+            report.findings.append(
+                Finding(seg.name, f"positions {end + 1}..{seg.first - 1} are missing before it")
+            )
+        else:
+            report.findings.append(Finding(seg.name, "overlaps other segments without matching"))
+    report.segments, report.events = len(chosen), end
+
+
+def _check_rows(
+    report: VerifyReport,
+    events_dir: Path,
+    chosen: list[fmt.Segment],
+    entries: list[fmt.LedgerEntry],
+) -> None:
+    """File digests, positions, versions and the hash chain, segment by segment."""
+    recorded = {entry.segment.name: entry for entry in entries}
+    versions: dict[str, int] = {}
+    previous = fmt.GENESIS
+    for seg in chosen:
+        data = (events_dir / seg.name).read_bytes()
+        entry = recorded.get(seg.name)
+        if entry is None:
+            report.notices.append(
+                Finding(seg.name, "not yet recorded in HEAD (interrupted commit)")
+            )
+        elif entry.file_digest != fmt.file_digest(data):
+            report.findings.append(Finding(seg.name, "bytes differ from those recorded at commit"))
+        try:
+            table = fmt.decode_segment(data)
+        except (pa.ArrowInvalid, OSError) as error:
+            report.findings.append(Finding(seg.name, f"unreadable (torn or tampered): {error}"))
+            previous = bytes.fromhex(entry.last_hash) if entry else previous
+            continue
+        if table.schema != fmt.SCHEMA:
+            report.findings.append(Finding(seg.name, "columns differ from the event row schema"))
+            continue
+        previous = _check_table(report, seg, table, versions, previous)
+        if entry is not None and previous.hex() != entry.last_hash:
+            report.findings.append(Finding(seg.name, "last row's hash differs from HEAD's record"))
+
+
+def _check_table(
+    report: VerifyReport,
+    seg: fmt.Segment,
+    table: pa.Table,
+    versions: dict[str, int],
+    previous: bytes,
+) -> bytes:
+    """Positions, per-stream versions and row hashes of one segment; returns its last hash."""
+    columns = table.select(["position", "stream_id", "version", "hash"]).to_pydict()
+    rows = fmt.canonical_rows(table)
+    expected_position = seg.first
+    for position, stream_id, version, stored, row in zip(
+        columns["position"],
+        columns["stream_id"],
+        columns["version"],
+        columns["hash"],
+        rows,
+        strict=True,
+    ):
+        if position != expected_position:
+            report.findings.append(
+                Finding(
+                    seg.name, f"expected position {expected_position}, found {position}", position
+                )
+            )
+        if version != versions.get(stream_id, 0) + 1:
+            report.findings.append(
+                Finding(seg.name, f"stream {stream_id!r} jumps to version {version}", position)
+            )
+        if stored != hashlib.sha256(previous + row).digest():  # each row checked on its own
+            report.findings.append(
+                Finding(seg.name, "row hash does not match its content or the row before", position)
+            )
+        versions[stream_id] = version
+        expected_position = position + 1
+        previous = stored
+    if expected_position - 1 != seg.last:
+        report.findings.append(Finding(seg.name, f"holds rows up to {expected_position - 1}"))
+    return previous
+
+
+def _check_anchor(
+    report: VerifyReport, chosen: list[fmt.Segment], entries: list[fmt.LedgerEntry]
+) -> None:
+    """HEAD's highest recorded position must still be present: catches a deleted tail."""
+    head = fmt.anchor(entries)
+    end = chosen[-1].last if chosen else 0
+    if head is not None and head.segment.last > end:
+        report.findings.append(
+            Finding(
+                fmt.HEAD_FILE,
+                f"records events up to position {head.segment.last}, but the segments end at "
+                f"{end}: the tail was deleted or truncated",
+            )
+        )

@@ -1,0 +1,276 @@
+"""The writer's side of a log: what it knows of the head, how it publishes, how it recovers.
+
+Every method here runs under the log's lock. The state (position, last hash, each stream's version,
+the event ids already used) is loaded once and then kept current from HEAD: a writer that sees HEAD
+unchanged knows no other process has committed, so a commit costs no folder listing or scan.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cqrs_lab import segments as fmt
+from cqrs_lab.errors import CorruptLogError
+
+_STATE_COLUMNS = ["position", "stream_id", "version", "event_id", "recorded_at", "hash"]
+
+
+class EventIdIndex:
+    """Which event ids a log holds, in 8 bytes per id.
+
+    Ids are kept as their 64-bit Python hashes (stable within a process, all an in-memory index
+    needs): recent ones in a set, older ones in sorted arrays merged by size like an LSM tree, so
+    adding is amortised O(log n) and a lookup is a few binary searches. A hash hit is confirmed
+    against the files, so a hash collision can never reject a genuinely new id.
+    """
+
+    def __init__(self, events_dir: Path) -> None:
+        self.events_dir = events_dir
+        self._chunks: list[np.ndarray] = []
+        self._recent: set[int] = set()
+
+    def add(self, event_ids: list[str]) -> None:
+        """Remember these ids."""
+        if len(event_ids) < 1000:
+            self._recent.update(map(hash, event_ids))
+            if len(self._recent) >= 100_000:
+                self._push(np.fromiter(self._recent, dtype=np.int64, count=len(self._recent)))
+                self._recent = set()
+            return
+        self._push(np.fromiter(map(hash, event_ids), dtype=np.int64, count=len(event_ids)))
+
+    def _push(self, keys: np.ndarray) -> None:
+        self._chunks.append(np.sort(keys))
+        while len(self._chunks) > 1 and len(self._chunks[-1]) * 2 >= len(self._chunks[-2]):
+            last = self._chunks.pop()
+            self._chunks[-1] = np.sort(np.concatenate([self._chunks[-1], last]))
+
+    def first_known(self, event_ids: list[str]) -> str | None:
+        """The first of these ids the log already holds, or None."""
+        keys = np.fromiter(map(hash, event_ids), dtype=np.int64, count=len(event_ids))
+        maybe = np.zeros(len(keys), dtype=bool)
+        for chunk in self._chunks:
+            at = np.minimum(np.searchsorted(chunk, keys), len(chunk) - 1)
+            maybe |= chunk[at] == keys
+        if self._recent:
+            maybe |= np.fromiter((k in self._recent for k in keys.tolist()), dtype=bool)
+        for index in np.flatnonzero(maybe).tolist():
+            if self._in_files(event_ids[index]):
+                return event_ids[index]
+        return None
+
+    def _in_files(self, event_id: str) -> bool:
+        segments, _, _ = fmt.list_folder(self.events_dir)
+        for seg in fmt.cover(segments)[0]:
+            ids = fmt.decode_segment(
+                (self.events_dir / seg.name).read_bytes(), columns=["event_id"]
+            )
+            if pc.any(pc.equal(ids["event_id"], event_id)).as_py():
+                return True
+        return False
+
+
+class WriterState:
+    """The head of the log as the writer knows it, kept current from HEAD."""
+
+    def __init__(self, path: Path) -> None:
+        self.events_dir = path / fmt.EVENTS_DIR
+        self.head_path = path / fmt.HEAD_FILE
+        self._dir_fd = os.open(self.events_dir, os.O_RDONLY)
+        self._head_fd = os.open(self.head_path, os.O_RDWR | os.O_APPEND)
+        self._loaded = False
+        self._ledger_size = 0
+        self.position = 0
+        self.last_hash = fmt.GENESIS
+        self.recorded_at: datetime | None = None
+        self.versions: dict[str, int] = {}
+        self.event_ids = EventIdIndex(self.events_dir)
+
+    def close(self) -> None:
+        """Close the folder and HEAD handles."""
+        os.close(self._dir_fd)
+        os.close(self._head_fd)
+
+    # --- keeping current -------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Catch up with commits other processes made since we last looked."""
+        if not self._loaded:
+            self.recover()
+            self._load()
+            return
+        size = os.fstat(self._head_fd).st_size
+        if size == self._ledger_size:
+            return
+        chunk = os.pread(self._head_fd, size - self._ledger_size, self._ledger_size)
+        fresh, _, torn = fmt.parse_ledger(chunk)
+        if torn:  # another writer died mid-line: tidy up, then read everything new
+            self.recover()
+        try:
+            for entry in fresh:
+                if entry.segment.last > self.position:
+                    self._absorb(self._read(entry.segment.name))
+        except FileNotFoundError:  # compacted away meanwhile: read whatever covers it now
+            self._absorb_cover()
+        self._ledger_size = self._ledger_length()
+
+    def _load(self) -> None:
+        self._absorb_cover()
+        self._ledger_size = self._ledger_length()
+        entries, _, _ = fmt.parse_ledger(self._ledger_bytes())
+        head = fmt.anchor(entries)
+        if head is not None and (head.segment.last, head.last_hash) != (
+            self.position,
+            self.last_hash.hex(),
+        ):
+            raise CorruptLogError(
+                f"{self.head_path} records position {head.segment.last} but the segments end at "
+                f"{self.position} (tail missing or tampered); run `cqrs-lab log verify`"
+            )
+        self._loaded = True
+
+    def _absorb_cover(self) -> None:
+        segments, _, _ = fmt.list_folder(self.events_dir)
+        for seg in fmt.cover(segments)[0]:
+            if seg.last > self.position:
+                self._absorb(self._read(seg.name))
+
+    def _read(self, name: str) -> pa.Table:
+        path = self.events_dir / name
+        try:
+            return fmt.decode_segment(path.read_bytes(), columns=_STATE_COLUMNS)
+        except pa.ArrowInvalid as error:
+            raise CorruptLogError(
+                f"{path}: unreadable segment (torn or tampered): {error}"
+            ) from None
+
+    def _absorb(self, table: pa.Table) -> None:
+        """Fold rows past our position into the state."""
+        if table.num_rows and table["position"][0].as_py() <= self.position:
+            table = table.filter(pc.greater(table["position"], self.position))
+        if table.num_rows == 0:
+            return
+        first = table["position"][0].as_py()
+        if first != self.position + 1:
+            raise CorruptLogError(
+                f"{self.events_dir}: expected position {self.position + 1} next, found {first}"
+            )
+        if table.num_rows < 1000:  # rows are in position order, so later versions win
+            self.versions.update(
+                zip(table["stream_id"].to_pylist(), table["version"].to_pylist(), strict=True)
+            )
+        else:
+            latest = table.group_by("stream_id").aggregate([("version", "max")])
+            streams, versions = latest["stream_id"].to_pylist(), latest["version_max"].to_pylist()
+            self.versions.update(zip(streams, versions, strict=True))
+        self.event_ids.add(table["event_id"].to_pylist())
+        self.position = table["position"][-1].as_py()
+        self.last_hash = table["hash"][-1].as_py()
+        self.recorded_at = table["recorded_at"][-1].as_py()
+
+    # --- publishing ------------------------------------------------------------------------------
+
+    def publish(self, table: pa.Table, *, row_group_size: int = fmt.SMALL_ROW_GROUP) -> str:
+        """Write rows durably as one segment, record it in HEAD, fold it into the state.
+
+        Returns the segment's name. Raises FileExistsError (nothing recorded) if it is taken.
+        """
+        data = fmt.encode_segment(table, row_group_size=row_group_size)
+        first, last = table["position"][0].as_py(), table["position"][-1].as_py()
+        name = fmt.segment_name(first, last)
+        fmt.write_durably(self._dir_fd, self.events_dir, name, data)
+        last_hash = table["hash"][-1].as_py().hex()
+        self._record(
+            fmt.LedgerEntry(fmt.Segment(first, last, name), fmt.file_digest(data), last_hash)
+        )
+        self._absorb(table)
+        return name
+
+    def remove(self, names: list[str]) -> None:
+        """Delete segments that a recorded wider segment supersedes, durably."""
+        for name in names:
+            (self.events_dir / name).unlink(missing_ok=True)
+        os.fsync(self._dir_fd)
+
+    def _record(self, entry: fmt.LedgerEntry) -> None:
+        line = fmt.format_ledger_line(entry)
+        os.write(self._head_fd, line)
+        os.fdatasync(self._head_fd)
+        self._ledger_size += len(line)
+
+    def _ledger_bytes(self) -> bytes:
+        return os.pread(self._head_fd, os.fstat(self._head_fd).st_size, 0)
+
+    def _ledger_length(self) -> int:
+        data = self._ledger_bytes()
+        return data.rfind(b"\n") + 1
+
+    # --- recovery --------------------------------------------------------------------------------
+
+    def recover(self) -> list[str]:
+        """Tidy up what killed writers left: temp files, a torn HEAD line, unrecorded segments.
+
+        A segment that was published but not yet recorded in HEAD is adopted when its hashes chain
+        on from the segment before it: it was complete and durable before its link existed.
+        """
+        actions: list[str] = []
+        segments, temps, _ = fmt.list_folder(self.events_dir)
+        for name in temps:
+            (self.events_dir / name).unlink(missing_ok=True)
+            actions.append(f"removed {name}, the leftover of an interrupted commit")
+        data = self._ledger_bytes()
+        entries, _, torn = fmt.parse_ledger(data)
+        if torn:
+            os.ftruncate(self._head_fd, data.rfind(b"\n") + 1)
+            actions.append(f"cut a torn last line from {self.head_path.name}")
+        chosen, left_out = fmt.cover(segments)
+        actions += self._adopt_unrecorded(chosen, entries)
+        for seg in left_out:
+            if any(c.first <= seg.first and seg.last <= c.last for c in chosen):
+                (self.events_dir / seg.name).unlink(missing_ok=True)
+                actions.append(f"removed {seg.name}, superseded by a compacted segment")
+        if actions:
+            os.fsync(self._dir_fd)
+        self._ledger_size = self._ledger_length()
+        return actions
+
+    def _adopt_unrecorded(
+        self, chosen: list[fmt.Segment], entries: list[fmt.LedgerEntry]
+    ) -> list[str]:
+        recorded = {entry.segment.name: entry for entry in entries}
+        hash_at = {entry.segment.last: entry.last_hash for entry in entries}
+        actions, previous = [], fmt.GENESIS
+        for seg in chosen:
+            if seg.name in recorded:
+                previous = bytes.fromhex(recorded[seg.name].last_hash)
+                continue
+            data = (self.events_dir / seg.name).read_bytes()
+            hashes = chained_hashes_if_valid(data, seg, previous)
+            if hashes is None or hash_at.get(seg.last, hashes[-1].hex()) != hashes[-1].hex():
+                raise CorruptLogError(
+                    f"{self.events_dir / seg.name}: not recorded in HEAD and its rows do not chain "
+                    "on from the segment before it; run `cqrs-lab log verify`"
+                )
+            self._record(fmt.LedgerEntry(seg, fmt.file_digest(data), hashes[-1].hex()))
+            actions.append(f"adopted {seg.name}, published by an interrupted commit")
+            previous = hashes[-1]
+        return actions
+
+
+def chained_hashes_if_valid(data: bytes, seg: fmt.Segment, previous: bytes) -> list[bytes] | None:
+    """The segment's row hashes if its rows, positions and hashes are intact, else None."""
+    try:
+        table = fmt.decode_segment(data)
+    except (pa.ArrowInvalid, OSError):
+        return None
+    positions = table["position"].to_pylist()
+    if positions != list(range(seg.first, seg.last + 1)):
+        return None
+    hashes = list(fmt.chain(fmt.canonical_rows(table), previous))
+    return hashes if hashes == table["hash"].to_pylist() else None
