@@ -186,15 +186,51 @@ class CommandRejected:
     reason: str
 
 
+# --- The Order service's replica of customers ----------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CustomerReplicated:
+    """The Order service took in a Customer event; its replica of that customer now reads so."""
+
+    customer_id: str
+    name: str
+    address: str
+    deleted: bool
+    source_position: int
+
+
 # The unions a service accepts and records; `Event` is everything a log may hold.
 CustomerCommand = RegisterCustomer | RenameCustomer | ChangeCustomerAddress | DeleteCustomer
 CustomerEvent = CustomerRegistered | CustomerRenamed | CustomerAddressChanged | CustomerDeleted
 OrderCommand = PlaceOrder | ShipOrder | CancelOrder
 OrderEvent = OrderPlaced | OrderShipped | OrderCancelled
 Command = CustomerCommand | OrderCommand
-Event = CustomerEvent | OrderEvent | CommandRejected
+Event = CustomerEvent | OrderEvent | CustomerReplicated | CommandRejected
 
 _State = TypeVar("_State", Customer, Order)
+
+
+def replicate(
+    replica: Customer | None, source: CustomerEvent, source_position: int
+) -> CustomerReplicated:
+    """The replica event the Order service records when it consumes a Customer event."""
+    customer = evolve_customer(replica, source)
+    assert customer is not None  # evolve_customer never returns None for a customer event
+    return CustomerReplicated(
+        customer_id=customer.customer_id,
+        name=customer.name,
+        address=customer.address,
+        deleted=customer.deleted,
+        source_position=source_position,
+    )
+
+
+def evolve_replica(event: CustomerReplicated) -> Customer:
+    """The Order service's replica of a customer after a CustomerReplicated event."""
+    return Customer(
+        customer_id=event.customer_id, name=event.name, address=event.address, deleted=event.deleted
+    )
 
 
 # --- Decisions -----------------------------------------------------------------------------------
@@ -470,6 +506,14 @@ def _parse_decimal(value: object) -> Decimal:
     return number
 
 
+def _parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError("must be true or false")
+
+
 def _parse_mapping(value: object) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise ValueError("must be a JSON object")
@@ -480,6 +524,7 @@ _PARSERS: dict[object, Callable[[object], object]] = {
     str: _parse_str,
     int: _parse_int,
     Decimal: _parse_decimal,
+    bool: _parse_bool,
     dict[str, Any]: _parse_mapping,
 }
 
@@ -495,7 +540,7 @@ ORDER_MESSAGES = (*ORDER_COMMANDS, *ORDER_EVENTS)
 
 COMMANDS: dict[str, type[Command]] = {c.__name__: c for c in (*CUSTOMER_COMMANDS, *ORDER_COMMANDS)}
 EVENTS: dict[str, type[Event]] = {
-    e.__name__: e for e in (*CUSTOMER_EVENTS, *ORDER_EVENTS, CommandRejected)
+    e.__name__: e for e in (*CUSTOMER_EVENTS, *ORDER_EVENTS, CustomerReplicated, CommandRejected)
 }
 SERVICE_OF_COMMAND: dict[type[Command], str] = {
     **dict.fromkeys(CUSTOMER_COMMANDS, CUSTOMER_SERVICE),

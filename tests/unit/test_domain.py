@@ -32,6 +32,7 @@ from cqrs_lab.domain import (
     CustomerEvent,
     CustomerRegistered,
     CustomerRenamed,
+    CustomerReplicated,
     DeleteCustomer,
     InvalidCommandError,
     Order,
@@ -51,6 +52,8 @@ from cqrs_lab.domain import (
     event_to_payload,
     evolve_customer,
     evolve_order,
+    evolve_replica,
+    replicate,
     stream_id_of,
     stream_type_of,
 )
@@ -421,7 +424,12 @@ def test_a_command_rejection_records_the_command_as_json_ready_fields() -> None:
 def test_the_tables_list_every_message_under_its_own_name_and_service() -> None:
     assert all(name == cls.__name__ for name, cls in {**COMMANDS, **EVENTS}.items())
     assert set(COMMANDS.values()) == {*CUSTOMER_COMMANDS, *ORDER_COMMANDS}
-    assert set(EVENTS.values()) == {*CUSTOMER_EVENTS, *ORDER_EVENTS, CommandRejected}
+    assert set(EVENTS.values()) == {
+        *CUSTOMER_EVENTS,
+        *ORDER_EVENTS,
+        CustomerReplicated,
+        CommandRejected,
+    }
     assert {cls: SERVICE_OF_COMMAND[cls] for cls in CUSTOMER_COMMANDS} == dict.fromkeys(
         CUSTOMER_COMMANDS, "customer"
     )
@@ -450,6 +458,7 @@ FIELD_STRATEGIES: dict[object, st.SearchStrategy[Any]] = {
     str: st.text(),
     int: st.integers(),
     Decimal: st.decimals(allow_nan=False, allow_infinity=False),
+    bool: st.booleans(),
     dict[str, Any]: st.dictionaries(st.text(), JSON_SCALARS),
 }
 
@@ -580,3 +589,14 @@ def test_event_from_payload_rejects_a_payload_that_does_not_fit_the_event() -> N
         event_from_payload("OrderShipped", {})
     with pytest.raises(InvalidEventError, match="field 'command' must be a JSON object"):
         event_from_payload("CommandRejected", {"command_type": "X", "command": 1, "reason": "r"})
+
+
+def test_the_order_services_replica_follows_the_customer_events_it_consumes() -> None:
+    registered = replicate(None, CustomerRegistered(customer_id="c-1", name="Ada", address="A"), 1)
+    replica = evolve_replica(registered)
+    renamed = replicate(replica, CustomerRenamed(customer_id="c-1", name="Bea"), 5)
+    deleted = replicate(evolve_replica(renamed), CustomerDeleted(customer_id="c-1"), 9)
+    assert (renamed.name, renamed.source_position, renamed.deleted) == ("Bea", 5, False)
+    assert evolve_replica(deleted) == Customer(
+        customer_id="c-1", name="Bea", address="A", deleted=True
+    )
