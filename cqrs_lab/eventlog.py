@@ -16,6 +16,7 @@ nothing of customers or orders: payloads are JSON objects to it.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -270,6 +271,16 @@ class EventLog:
         """The last position readers can see (0 for an empty log)."""
         chosen, _ = fmt.cover(fmt.list_folder(self.events_dir)[0])
         return chosen[-1].last if chosen else 0
+
+    def committed_position(self) -> int:
+        """The highest position recorded in HEAD: cheap (reads the end of one small file)."""
+        with open(self.head_path, "rb") as head:
+            size = head.seek(0, os.SEEK_END)
+            head.seek(max(0, size - 4096))
+            tail = head.read()
+        entries, _, _ = fmt.parse_ledger(tail[tail.find(b"\n") + 1 :] if size > 4096 else tail)
+        top = fmt.anchor(entries)
+        return top.segment.last if top else 0
 
     def files(self, *, after: int | None = None, upto: int | None = None) -> list[Path]:
         """The segment files to scan, in position order (for DuckDB's `read_parquet([...])`)."""

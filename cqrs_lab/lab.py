@@ -1,0 +1,216 @@
+"""The facade notebooks and the CLI call: a lab is a folder holding both services' stores.
+
+    >>> lab = Lab.create("/tmp/shop", clock=fixed_clock(datetime(2026, 1, 1, tzinfo=UTC)))
+    >>> lab.send(RegisterCustomer(customer_id="c-1", name="Ada", address="1 Loop Rd"))
+    RegisterCustomer: accepted
+      #1 CustomerRegistered customer-c-1 v1 {"address":"1 Loop Rd","customer_id":"c-1",...}
+    >>> lab.sync()          # deliver Customer events to the Order service (cascades included)
+
+Folder layout: `customer/` and `order/` are event logs (see `eventlog.py`); the Order service's
+subscription to the Customer log keeps its checkpoint in `order/subscriptions/`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from cqrs_lab import domain as d
+from cqrs_lab.determinism import Clock, IdGenerator, random_ids
+from cqrs_lab.errors import InvalidEventError, LogNotFoundError
+from cqrs_lab.eventlog import EventLog
+from cqrs_lab.messaging import DeliveryReport, Subscription, deliver
+from cqrs_lab.services import (
+    ACCEPTED,
+    DUPLICATE,
+    REJECTED,
+    CustomerService,
+    Envelope,
+    OrderService,
+    SendResult,
+    Service,
+)
+from cqrs_lab.tracing import Trace
+
+SERVICES = (d.CUSTOMER_SERVICE, d.ORDER_SERVICE)
+EVENT_COLUMNS = """
+    service, position, recorded_at, stream_type, stream_id, version, event_type, payload, actor,
+    event_id, command_id, correlation_id, causation_id, schema_version, lower(hex(hash)) AS hash
+"""
+EVENTS_SQL = """
+SELECT {columns}
+FROM ({union})
+WHERE ($service IS NULL OR service = $service)
+  AND ($stream_id IS NULL OR stream_id = $stream_id)
+  AND ($event_type IS NULL OR event_type = $event_type)
+  AND ($correlation_id IS NULL OR correlation_id = $correlation_id)
+ORDER BY recorded_at, service, position
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    """What `Lab.sync()` delivered, what the policies did, and the lag before and after."""
+
+    delivery: DeliveryReport
+
+    def __str__(self) -> str:
+        r = self.delivery
+        return (
+            f"delivered {r.delivered} Customer events to the Order service "
+            f"(lag {r.lag_before} -> {r.lag_after}); commands issued: "
+            f"{r.count(ACCEPTED)} accepted, {r.count(REJECTED)} rejected, "
+            f"{r.count(DUPLICATE)} duplicates skipped"
+        )
+
+    __repr__ = __str__
+
+
+class Lab:
+    """Two event-sourced services, Customer and Order, in one folder; see the module docstring."""
+
+    def __init__(self, path: Path, *, clock: Clock | None, ids: IdGenerator | None) -> None:
+        self.path = path
+        self.ids: IdGenerator = ids or random_ids
+        self.customer_log = EventLog.open(path / d.CUSTOMER_SERVICE, clock=clock, ids=self.ids)
+        self.order_log = EventLog.open(path / d.ORDER_SERVICE, clock=clock, ids=self.ids)
+        self.customer = CustomerService(self.customer_log)
+        self.order = OrderService(self.order_log)
+        folder = path / d.ORDER_SERVICE / "subscriptions"
+        self.subscription = Subscription(self.customer_log, folder, "customer-events")
+        self.con = duckdb.connect(config={"autoinstall_known_extensions": False})
+
+    @classmethod
+    def create(
+        cls, path: str | Path, *, clock: Clock | None = None, ids: IdGenerator | None = None
+    ) -> Lab:
+        """Create a new lab (an empty folder, or a new one) with an empty log per service."""
+        path = Path(path)
+        if any((path / name).exists() for name in SERVICES):
+            raise InvalidEventError(f"{path} already holds a lab; use Lab.open")
+        for name in SERVICES:
+            EventLog.create(path / name).close()
+        return cls(path, clock=clock, ids=ids)
+
+    @classmethod
+    def open(
+        cls, path: str | Path, *, clock: Clock | None = None, ids: IdGenerator | None = None
+    ) -> Lab:
+        """Open an existing lab folder."""
+        path = Path(path)
+        if not all((path / name / "HEAD").is_file() for name in SERVICES):
+            raise LogNotFoundError(f"no lab at {path} (expected customer/ and order/ logs)")
+        return cls(path, clock=clock, ids=ids)
+
+    def close(self) -> None:
+        """Release files and the DuckDB connection."""
+        self.customer_log.close()
+        self.order_log.close()
+        self.con.close()
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Lab({str(self.path)!r})"
+
+    # --- the command side ------------------------------------------------------------------------
+
+    def send(
+        self, command: d.Command, *, actor: str = "learner", command_id: str = ""
+    ) -> SendResult:
+        """Handle one command in the service that owns it; returns accepted/rejected/duplicate.
+
+        `command_id` makes a send idempotent: sending the same id again changes nothing.
+        """
+        return self.send_many([command], actor=actor, command_ids=[command_id])[0]
+
+    def send_many(
+        self,
+        commands: Sequence[d.Command],
+        *,
+        actor: str = "learner",
+        command_ids: Sequence[str] = (),
+    ) -> list[SendResult]:
+        """Handle commands in order, each service's share as one atomic append (the bulk path)."""
+        results: list[SendResult | None] = [None] * len(commands)
+        by_service: dict[str, list[tuple[int, Envelope]]] = {name: [] for name in SERVICES}
+        for index, command in enumerate(commands):
+            if type(command) not in d.SERVICE_OF_COMMAND:
+                raise d.InvalidCommandError(f"{command!r} is not a command the lab knows")
+            command_id = (command_ids[index] if index < len(command_ids) else "") or self.ids()
+            envelope = Envelope(
+                command=command,
+                command_id=command_id,
+                correlation_id=command_id,
+                causation_id=command_id,
+                actor=actor,
+            )
+            by_service[d.SERVICE_OF_COMMAND[type(command)]].append((index, envelope))
+        for name, batch in by_service.items():
+            handled = self._service(name).handle_batch([e for _, e in batch]) if batch else []
+            for (index, _), result in zip(batch, handled, strict=True):
+                results[index] = result
+        return [result for result in results if result is not None]
+
+    def sync(self) -> SyncReport:
+        """Deliver pending Customer events to the Order service (replica updates and cascades)."""
+        return SyncReport(deliver(self.subscription, self.order))
+
+    def lag(self) -> dict[str, int]:
+        """How far each consumer is behind the log it reads, in events."""
+        return {"order-service <- customer log": self.subscription.lag()}
+
+    def _service(self, name: str) -> Service:
+        return self.customer if name == d.CUSTOMER_SERVICE else self.order
+
+    # --- looking at the history ------------------------------------------------------------------
+
+    def events(
+        self,
+        *,
+        service: str | None = None,
+        stream_id: str | None = None,
+        event_type: str | None = None,
+        correlation_id: str | None = None,
+    ) -> pd.DataFrame:
+        """The events of both services (or one) as a DataFrame, oldest first."""
+        union, params = self._union()
+        if not union:
+            return pd.DataFrame(columns=[c.split(" AS ")[-1].strip() for c in _columns()])
+        sql = EVENTS_SQL.format(columns=EVENT_COLUMNS, union=union)
+        params |= {
+            "service": service,
+            "stream_id": stream_id,
+            "event_type": event_type,
+            "correlation_id": correlation_id,
+        }
+        return self.con.execute(sql, params).df()
+
+    def trace(self, correlation_id: str) -> Trace:
+        """Every event one command caused, across both services, with a mermaid graph."""
+        return Trace(correlation_id, self.events(correlation_id=correlation_id))
+
+    def _union(self) -> tuple[str, dict[str, Any]]:
+        parts, params = [], {}
+        for name, log in (
+            (d.CUSTOMER_SERVICE, self.customer_log),
+            (d.ORDER_SERVICE, self.order_log),
+        ):
+            files = [str(path) for path in log.files()]
+            if files:
+                parts.append(f"SELECT '{name}' AS service, * FROM read_parquet(${name}_files)")
+                params[f"{name}_files"] = files
+        return "\nUNION ALL\n".join(parts), params
+
+
+def _columns() -> list[str]:
+    return [column.strip() for column in EVENT_COLUMNS.split(",")]

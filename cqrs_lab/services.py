@@ -1,0 +1,287 @@
+"""The Customer and Order services: each owns one event log, and handles commands against it.
+
+Handling a command (cosmicpython's "service layer", event-sourced):
+1. bring the in-memory state up to the log's head (only the tail since last time is read);
+2. skip the command if its id was handled before: re-sent and re-delivered commands are no-ops;
+3. `decide` on the aggregate's current state (pure, `domain.py`);
+4. append the events with the version we decided on as `expected`; a concurrent writer makes that
+   fail with ConcurrencyError, and we start again from 1 (a bounded number of times).
+A rejected command is recorded too, as `CommandRejected` in the stream `rejection-<command id>`,
+and returned as a result, never raised: in event sourcing a failure is a fact worth keeping.
+
+Commands handled together (`handle_batch`) are decided in order on a working copy of the state
+and committed as ONE append: a cascade is all-or-nothing, and bulk loads are fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from html import escape
+from typing import Any
+
+from cqrs_lab import domain as d
+from cqrs_lab.errors import ConcurrencyError, DomainRejection
+from cqrs_lab.eventlog import NO_STREAM, EventLog, NewEvent, RecordedEvent
+
+ACCEPTED, REJECTED, DUPLICATE = "accepted", "rejected", "duplicate"
+REJECTION_STREAM_TYPE = "Rejection"
+REPLICA_STREAM_TYPE = "CustomerReplica"
+MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Envelope:
+    """A command with its identity and lineage: who sent it, as part of which chain of causes."""
+
+    command: d.Command | ReplicateCustomer
+    command_id: str
+    correlation_id: str
+    causation_id: str
+    actor: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReplicateCustomer:
+    """Internal command of the Order service: take in one Customer event (never sent by users)."""
+
+    source: d.CustomerEvent
+    source_position: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SendResult:
+    """What became of one command: accepted (with its events), rejected (with why), or duplicate."""
+
+    command: Any
+    command_id: str
+    status: str
+    events: tuple[RecordedEvent, ...] = ()
+    reason: str = ""
+
+    @property
+    def accepted(self) -> bool:
+        """True if the command's events were recorded."""
+        return self.status == ACCEPTED
+
+    def __str__(self) -> str:
+        name = type(self.command).__name__
+        if self.status == DUPLICATE:
+            return f"{name}: duplicate of command {self.command_id[:8]}, already handled"
+        lines = [f"{name}: {self.status}" + (f" - {self.reason}" if self.reason else "")]
+        lines += [
+            f"  #{e.position} {e.event_type} {e.stream_id} v{e.version} {e.payload}"
+            for e in self.events
+        ]
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        colour = {ACCEPTED: "#1a7f37", REJECTED: "#cf222e"}.get(self.status, "#6e7781")
+        head = f"<b>{escape(type(self.command).__name__)}</b>: "
+        head += f"<span style='color:{colour}'>{self.status}</span> {escape(self.reason)}"
+        rows = "".join(
+            f"<tr><td>{e.position}</td><td>{escape(e.event_type)}</td><td>{escape(e.stream_id)}"
+            f"</td><td>{e.version}</td><td><code>{escape(e.payload)}</code></td></tr>"
+            for e in self.events
+        )
+        table = "<tr><th>position</th><th>event</th><th>stream</th><th>version</th><th>payload</th>"
+        return (
+            f"<div>{head}<table>{table}</tr>{rows}</table></div>" if rows else f"<div>{head}</div>"
+        )
+
+
+@dataclass(slots=True)
+class _Plan:
+    """The events a batch of commands will append, and what each command came to."""
+
+    events: list[NewEvent] = field(default_factory=list)
+    expected: dict[str, int] = field(default_factory=dict)
+    outcomes: list[tuple[Envelope, str, int, str]] = field(default_factory=list)
+
+
+class Service:
+    """Common machinery of both services: state cache, dedupe, decide, append, retry."""
+
+    name = ""
+
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
+        self.position = 0
+        self.handled: set[str] = set()
+        self.versions: dict[str, int] = {}
+        self.states: dict[str, Any] = {}
+
+    def handle(self, envelope: Envelope) -> SendResult:
+        """Handle one command; see the module docstring for the steps."""
+        return self.handle_batch([envelope])[0]
+
+    def handle_batch(self, envelopes: Sequence[Envelope]) -> list[SendResult]:
+        """Handle commands in order as one atomic append; returns one result per command."""
+        conflict: ConcurrencyError | None = None
+        for _attempt in range(MAX_ATTEMPTS):
+            self.refresh()
+            plan = self._plan(envelopes)
+            if not plan.events:
+                return _results(plan, [])
+            try:
+                recorded = self.log.append(plan.events, expected=plan.expected).events
+            except ConcurrencyError as error:  # another process got there first: look again
+                conflict = error
+                continue
+            self._fold_all(recorded)
+            return _results(plan, recorded)
+        assert conflict is not None
+        conflict.add_note(f"{self.name} service gave up after {MAX_ATTEMPTS} attempts")
+        raise conflict
+
+    def refresh(self) -> None:
+        """Fold whatever other processes appended since we last looked (only the tail)."""
+        if self.position and self.log.committed_position() <= self.position:
+            return
+        self._fold_all(self.log.read(after=self.position))
+
+    def _fold_all(self, events: Sequence[RecordedEvent]) -> None:
+        for event in events:
+            if event.position <= self.position:
+                continue
+            self.handled.add(event.command_id)
+            self.versions[event.stream_id] = event.version
+            if event.stream_type != REJECTION_STREAM_TYPE:
+                self._fold(event, d.event_from_payload(event.event_type, event.data))
+            self.position = event.position
+
+    def _plan(self, envelopes: Sequence[Envelope]) -> _Plan:
+        plan, seen = _Plan(), set()
+        working: dict[str, Any] = {}
+        for envelope in envelopes:
+            if envelope.command_id in self.handled or envelope.command_id in seen:
+                plan.outcomes.append((envelope, DUPLICATE, 0, ""))
+                continue
+            seen.add(envelope.command_id)
+            stream_id, stream_type = self._stream_of(envelope.command)
+            state = working[stream_id] if stream_id in working else self.states.get(stream_id)
+            try:
+                events = self._decide(state, envelope.command, working)
+            except DomainRejection as rejection:
+                events, stream_id, stream_type = self._rejection(envelope, rejection.reason)
+                plan.outcomes.append((envelope, REJECTED, 1, rejection.reason))
+            else:
+                plan.outcomes.append((envelope, ACCEPTED, len(events), ""))
+                for event in events:
+                    state = self._evolve(state, event)
+                working[stream_id] = state
+            plan.expected.setdefault(stream_id, self.versions.get(stream_id, NO_STREAM))
+            plan.events += [_new_event(envelope, stream_id, stream_type, e) for e in events]
+        return plan
+
+    def _rejection(self, envelope: Envelope, reason: str) -> tuple[list[Any], str, str]:
+        command = envelope.command
+        if isinstance(command, ReplicateCustomer):  # upstream facts are never rejected
+            raise AssertionError("a replica update cannot be rejected")
+        rejected = d.command_rejected(command, reason)
+        return [rejected], f"rejection-{envelope.command_id}", REJECTION_STREAM_TYPE
+
+    # The hooks each service fills in.
+    def _stream_of(self, command: Any) -> tuple[str, str]:
+        return d.stream_id_of(command), d.stream_type_of(command)
+
+    def _decide(self, state: Any, command: Any, working: dict[str, Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def _evolve(self, state: Any, event: Any) -> Any:
+        raise NotImplementedError
+
+    def _fold(self, recorded: RecordedEvent, event: Any) -> None:
+        self.states[recorded.stream_id] = self._evolve(self.states.get(recorded.stream_id), event)
+
+
+class CustomerService(Service):
+    """Owns customers: registers, renames, moves and deletes them."""
+
+    name = d.CUSTOMER_SERVICE
+
+    def _decide(self, state: Any, command: Any, working: dict[str, Any]) -> list[Any]:
+        return list(d.decide_customer(state, command))
+
+    def _evolve(self, state: Any, event: Any) -> Any:
+        return d.evolve_customer(state, event)
+
+
+class OrderService(Service):
+    """Owns orders; knows customers only from the Customer events it consumed (its replica)."""
+
+    name = d.ORDER_SERVICE
+
+    def __init__(self, log: EventLog) -> None:
+        super().__init__(log)
+        self.orders_of: dict[str, list[str]] = {}  # customer id -> order ids, in placing order
+        self.replicated_position = 0  # the last Customer-log position taken into the replica
+
+    def replica(self, customer_id: str) -> d.Customer | None:
+        """What the Order service knows of a customer."""
+        state = self.states.get(f"replica-customer-{customer_id}")
+        return state if isinstance(state, d.Customer) else None
+
+    def _stream_of(self, command: Any) -> tuple[str, str]:
+        if isinstance(command, ReplicateCustomer):
+            return f"replica-customer-{command.source.customer_id}", REPLICA_STREAM_TYPE
+        return super()._stream_of(command)
+
+    def _decide(self, state: Any, command: Any, working: dict[str, Any]) -> list[Any]:
+        if isinstance(command, ReplicateCustomer):
+            return [d.replicate(state, command.source, command.source_position)]
+        if isinstance(command, d.PlaceOrder):
+            replica_stream = f"replica-customer-{command.customer_id}"
+            customer = working.get(replica_stream, self.states.get(replica_stream))
+            return list(d.decide_order(state, command, customer))
+        return list(d.decide_order(state, command, None))
+
+    def _evolve(self, state: Any, event: Any) -> Any:
+        if isinstance(event, d.CustomerReplicated):
+            return d.evolve_replica(event)
+        return d.evolve_order(state, event)
+
+    def _fold(self, recorded: RecordedEvent, event: Any) -> None:
+        super()._fold(recorded, event)
+        if isinstance(event, d.OrderPlaced):
+            self.orders_of.setdefault(event.customer_id, []).append(event.order_id)
+        elif isinstance(event, d.CustomerReplicated):
+            self.replicated_position = max(self.replicated_position, event.source_position)
+
+    def orders(self, customer_id: str) -> list[d.Order]:
+        """The orders a customer placed, as the Order service knows them now."""
+        return [
+            self.states[f"order-{order_id}"] for order_id in self.orders_of.get(customer_id, [])
+        ]
+
+
+def _new_event(envelope: Envelope, stream_id: str, stream_type: str, event: Any) -> NewEvent:
+    return NewEvent(
+        stream_id=stream_id,
+        stream_type=stream_type,
+        event_type=type(event).__name__,
+        payload=d.event_to_payload(event),
+        command_id=envelope.command_id,
+        correlation_id=envelope.correlation_id,
+        causation_id=envelope.causation_id,
+        actor=envelope.actor,
+    )
+
+
+def _results(plan: _Plan, recorded: Sequence[RecordedEvent]) -> list[SendResult]:
+    results, at = [], 0
+    for envelope, status, count, reason in plan.outcomes:
+        events = tuple(recorded[at : at + count])
+        at += count
+        results.append(
+            SendResult(
+                command=envelope.command,
+                command_id=envelope.command_id,
+                status=status,
+                events=events,
+                reason=reason,
+            )
+        )
+    return results
