@@ -1,4 +1,4 @@
-"""The `cqrs-lab` command line: look after logs (`log info|verify|compact`), and more to come.
+"""The `cqrs-lab` command line: send commands, sync, generate demos, look after logs.
 
 Errors a user can cause (a wrong path, a damaged log, a locked store) print one line naming the
 thing and exit with status 2; `log verify` exits 1 when it finds a problem.
@@ -14,9 +14,12 @@ from pathlib import Path
 
 import duckdb
 
+from cqrs_lab import domain as d
 from cqrs_lab import segments as fmt
+from cqrs_lab.demo import generate
 from cqrs_lab.errors import CqrsLabError, LogNotFoundError
 from cqrs_lab.eventlog import EventLog
+from cqrs_lab.lab import Lab
 
 INFO_SQL = """
 SELECT count(*) AS events,
@@ -37,7 +40,9 @@ def log_folders(path: Path) -> list[Path]:
     """The logs at `path`: the folder itself if it is a log, else each log folder inside it."""
     if (path / fmt.HEAD_FILE).is_file():
         return [path]
-    found = sorted(p for p in path.iterdir() if (p / fmt.HEAD_FILE).is_file()) if path.is_dir() else []
+    found = (
+        sorted(p for p in path.iterdir() if (p / fmt.HEAD_FILE).is_file()) if path.is_dir() else []
+    )
     if not found:
         raise LogNotFoundError(f"no event log at {path} (neither a log folder nor a lab folder)")
     return found
@@ -78,6 +83,60 @@ def cmd_log_compact(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_send(args: argparse.Namespace) -> int:
+    """Send one command; exit 1 if the lab rejected it (the rejection is recorded)."""
+    command = d.command_from_payload(args.command, field_values(args.command, args.fields))
+    with Lab.open(args.path) as lab:
+        result = lab.send(command, actor=args.actor)
+    print(result)
+    return 1 if result.status == "rejected" else 0
+
+
+def field_values(command_type: str, words: Sequence[str]) -> dict[str, str]:
+    """`--customer-id c-7 --name=Ada` as {"customer_id": "c-7", "name": "Ada"}."""
+    values: dict[str, str] = {}
+    words = list(words)
+    while words:
+        word = words.pop(0)
+        if not word.startswith("--") or len(word) < 3:
+            raise d.InvalidCommandError(f"{command_type}: expected --field value, got {word!r}")
+        name, has_value, value = word[2:].partition("=")
+        if not has_value:
+            if not words:
+                raise d.InvalidCommandError(f"{command_type}: field {name!r} has no value")
+            value = words.pop(0)
+        values[name.replace("-", "_")] = value
+    return values
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Deliver pending messages between the services."""
+    with Lab.open(args.path) as lab:
+        print(lab.sync())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Generate a shop history into a new lab."""
+    report = generate(
+        args.path,
+        customers=args.customers,
+        events=args.events,
+        seed=args.seed,
+        progress=sys.stderr.isatty(),
+    )
+    print(report)
+    return 0
+
+
+def _command_list() -> str:
+    lines = ["commands and their fields:"]
+    for name, cls in d.COMMANDS.items():
+        names = " ".join(f"--{f.replace('_', '-')} V" for f in cls.__dataclass_fields__)
+        lines.append(f"  {name} {names}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `cqrs-lab`."""
     parser = argparse.ArgumentParser(
@@ -99,12 +158,37 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         if name == "compact":
             sub.add_argument("--target-rows", type=int, default=1_000_000, metavar="N")
+    send = commands.add_parser(
+        "send",
+        help="send one command to a lab",
+        description="Send one command to the service that owns it and print what it recorded.",
+        epilog=_command_list(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    send.add_argument("path", type=Path, metavar="PATH", help="a lab folder")
+    send.add_argument("command", metavar="COMMAND", help="e.g. RegisterCustomer")
+    send.add_argument("--actor", default="cli", help="who sends it (recorded for audit)")
+    send.set_defaults(handler=cmd_send)
+    sync = commands.add_parser("sync", help="deliver pending messages (cascades)")
+    sync.add_argument("path", type=Path, metavar="PATH", help="a lab folder")
+    sync.set_defaults(handler=cmd_sync)
+    demo = commands.add_parser("demo", help="generate a realistic shop history into a new lab")
+    demo.add_argument("path", type=Path, metavar="PATH", help="a new lab folder")
+    size = demo.add_mutually_exclusive_group()
+    size.add_argument("--customers", type=int, metavar="N", help="about N customers (default 100)")
+    size.add_argument("--events", type=int, metavar="M", help="stop at about M events")
+    demo.add_argument("--seed", type=int, default=0, metavar="S", help="same seed, same bytes")
+    demo.set_defaults(handler=cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `cqrs-lab`; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    args.fields = extra
+    if extra and args.handler is not cmd_send:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -150,6 +150,9 @@ class EventLog:
         self.ids: IdGenerator = ids or random_ids
         self._lock = FileLock(path / fmt.LOCK_FILE)
         self._writer: WriterState | None = None
+        self._head_seen = (-1, 0)  # HEAD's size when last read, and its committed position
+        self._listed: list[fmt.Segment] | None = None
+        self._listed_end = 0
 
     @classmethod
     def create(
@@ -205,10 +208,12 @@ class EventLog:
                 state.refresh()
                 table = self._stamp(state, columns, expected)
                 try:
-                    state.publish(table)
+                    name = state.publish(table)
                 except FileExistsError:  # a killed writer left a published, unrecorded segment
                     state.recover()
+                    self._listed = None
                     continue
+                self._remember(fmt.parse_segment(name))
                 return Commit(table)
         raise CorruptLogError(f"{self.events_dir}: could not publish after recovery; run verify")
 
@@ -269,22 +274,38 @@ class EventLog:
     @property
     def position(self) -> int:
         """The last position readers can see (0 for an empty log)."""
-        chosen, _ = fmt.cover(fmt.list_folder(self.events_dir)[0])
+        chosen = self._cover()
         return chosen[-1].last if chosen else 0
 
     def committed_position(self) -> int:
-        """The highest position recorded in HEAD: cheap (reads the end of one small file)."""
-        with open(self.head_path, "rb") as head:
-            size = head.seek(0, os.SEEK_END)
-            head.seek(max(0, size - 4096))
-            tail = head.read()
-        entries, _, _ = fmt.parse_ledger(tail[tail.find(b"\n") + 1 :] if size > 4096 else tail)
-        top = fmt.anchor(entries)
-        return top.segment.last if top else 0
+        """The highest position recorded in HEAD: cheap (a stat; HEAD's end is read if it grew)."""
+        size = os.stat(self.head_path).st_size
+        if size != self._head_seen[0]:
+            with open(self.head_path, "rb") as head:
+                head.seek(max(0, size - 4096))
+                tail = head.read()
+            entries, _, _ = fmt.parse_ledger(tail[tail.find(b"\n") + 1 :] if size > 4096 else tail)
+            top = fmt.anchor(entries)
+            self._head_seen = (size, top.segment.last if top else 0)
+        return self._head_seen[1]
+
+    def _cover(self, *, fresh: bool = False) -> list[fmt.Segment]:
+        """The segments readers read. The folder is listed again only when HEAD has moved past
+        the last listing (or `fresh`): with thousands of small segments, listing is the cost."""
+        if fresh or self._listed is None or self._listed_end < self.committed_position():
+            self._listed, _ = fmt.cover(fmt.list_folder(self.events_dir)[0])
+            self._listed_end = self._listed[-1].last if self._listed else 0
+        return self._listed
+
+    def _remember(self, published: fmt.Segment | None) -> None:
+        """Extend the cached listing with a segment this process just published."""
+        if self._listed is not None and published and published.first == self._listed_end + 1:
+            self._listed.append(published)
+            self._listed_end = published.last
 
     def files(self, *, after: int | None = None, upto: int | None = None) -> list[Path]:
         """The segment files to scan, in position order (for DuckDB's `read_parquet([...])`)."""
-        chosen, _ = fmt.cover(fmt.list_folder(self.events_dir)[0])
+        chosen = self._cover()
         return [
             self.events_dir / seg.name
             for seg in chosen
@@ -311,7 +332,7 @@ class EventLog:
                 parts = [_read_file(path, needed) for path in self.files(after=after, upto=upto)]
                 break
             except FileNotFoundError:
-                continue
+                self._cover(fresh=True)
         else:
             raise CorruptLogError(f"{self.events_dir}: segments kept vanishing while reading")
         table = pa.concat_tables(parts) if parts else fmt.SCHEMA.empty_table().select(needed)
@@ -367,12 +388,16 @@ class EventLog:
         """Merge runs of small segments into ones of up to `target_rows` rows, under the lock."""
         with self._lock:
             self._writer_state().recover()
-            return compact(self, target_rows=target_rows)
+            report = compact(self, target_rows=target_rows)
+        self._listed = None
+        return report
 
     def recover(self) -> list[str]:
         """Tidy up after a killed writer (under the lock); returns what was done."""
         with self._lock:
-            return self._writer_state().recover()
+            actions = self._writer_state().recover()
+        self._listed = None
+        return actions
 
     def _warn_about_strays(self) -> None:
         segments, temps, unknown = fmt.list_folder(self.events_dir)

@@ -137,10 +137,14 @@ class Lab:
         self,
         commands: Sequence[d.Command],
         *,
-        actor: str = "learner",
+        actor: str | Sequence[str] = "learner",
         command_ids: Sequence[str] = (),
     ) -> list[SendResult]:
-        """Handle commands in order, each service's share as one atomic append (the bulk path)."""
+        """Handle commands in order, each service's share as one atomic append (the bulk path).
+
+        `actor` is one actor for all, or one per command.
+        """
+        actors = [actor] * len(commands) if isinstance(actor, str) else list(actor)
         results: list[SendResult | None] = [None] * len(commands)
         by_service: dict[str, list[tuple[int, Envelope]]] = {name: [] for name in SERVICES}
         for index, command in enumerate(commands):
@@ -152,7 +156,7 @@ class Lab:
                 command_id=command_id,
                 correlation_id=command_id,
                 causation_id=command_id,
-                actor=actor,
+                actor=actors[index],
             )
             by_service[d.SERVICE_OF_COMMAND[type(command)]].append((index, envelope))
         for name, batch in by_service.items():

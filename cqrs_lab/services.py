@@ -97,6 +97,7 @@ class _Plan:
     """The events a batch of commands will append, and what each command came to."""
 
     events: list[NewEvent] = field(default_factory=list)
+    decided: list[Any] = field(default_factory=list)  # the domain event behind each NewEvent
     expected: dict[str, int] = field(default_factory=dict)
     outcomes: list[tuple[Envelope, str, int, str]] = field(default_factory=list)
 
@@ -130,7 +131,7 @@ class Service:
             except ConcurrencyError as error:  # another process got there first: look again
                 conflict = error
                 continue
-            self._fold_all(recorded)
+            self._fold_all(recorded, plan.decided)
             return _results(plan, recorded)
         assert conflict is not None
         conflict.add_note(f"{self.name} service gave up after {MAX_ATTEMPTS} attempts")
@@ -142,14 +143,18 @@ class Service:
             return
         self._fold_all(self.log.read(after=self.position))
 
-    def _fold_all(self, events: Sequence[RecordedEvent]) -> None:
-        for event in events:
+    def _fold_all(self, events: Sequence[RecordedEvent], decided: Sequence[Any] = ()) -> None:
+        """Fold recorded events into the state; `decided` spares parsing our own events again."""
+        for index, event in enumerate(events):
             if event.position <= self.position:
                 continue
             self.handled.add(event.command_id)
             self.versions[event.stream_id] = event.version
             if event.stream_type != REJECTION_STREAM_TYPE:
-                self._fold(event, d.event_from_payload(event.event_type, event.data))
+                domain_event = decided[index] if decided else None
+                if domain_event is None:
+                    domain_event = d.event_from_payload(event.event_type, event.data)
+                self._fold(event, domain_event)
             self.position = event.position
 
     def _plan(self, envelopes: Sequence[Envelope]) -> _Plan:
@@ -174,6 +179,7 @@ class Service:
                 working[stream_id] = state
             plan.expected.setdefault(stream_id, self.versions.get(stream_id, NO_STREAM))
             plan.events += [_new_event(envelope, stream_id, stream_type, e) for e in events]
+            plan.decided += events
         return plan
 
     def _rejection(self, envelope: Envelope, reason: str) -> tuple[list[Any], str, str]:

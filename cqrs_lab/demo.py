@@ -1,0 +1,243 @@
+"""A realistic shop history, made through the real services: `cqrs-lab demo PATH`.
+
+Customers register, rename and move; they place orders that get shipped or cancelled; some are
+deleted (and the Order service cancels their open orders); some commands break rules and are
+recorded as failures. Several actors work over months. Every choice comes from one seeded
+`random.Random`, the clock and ids are seeded too: the same seed gives byte-identical logs.
+
+Commands go in rounds through `Lab.send_many` (one append per service per round: the bulk path),
+then `Lab.sync()` delivers the round's Customer events, exactly as a learner's commands would.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from cqrs_lab import domain as d
+from cqrs_lab.determinism import seeded_ids
+from cqrs_lab.lab import Lab
+
+START = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
+ROUNDS = 400  # about this many rounds, so times spread over about five months
+SHOP, SUPPORT, WAREHOUSE = ("alice@shop", "bob@shop"), "carol@support", "dave@warehouse"
+FIRST = (
+    "Ada",
+    "Alan",
+    "Grace",
+    "Edsger",
+    "Barbara",
+    "Donald",
+    "Margaret",
+    "Ken",
+    "Frances",
+    "Niklaus",
+)
+LAST = (
+    "Lovelace",
+    "Turing",
+    "Hopper",
+    "Dijkstra",
+    "Liskov",
+    "Knuth",
+    "Hamilton",
+    "Thompson",
+    "Allen",
+)
+STREETS = ("Loop Rd", "Stack St", "Heap Ave", "Queue Ln", "Graph Way", "Tree Ct", "Byte Blvd")
+PRODUCTS = {
+    "Notebook": Decimal("4.50"),
+    "Pen": Decimal("1.20"),
+    "Backpack": Decimal("39.90"),
+    "Desk lamp": Decimal("24.00"),
+    "Headphones": Decimal("59.00"),
+    "Coffee mug": Decimal("8.75"),
+}
+
+
+class SteppingClock:
+    """A clock the generator moves on by hand (the log reads it once per commit)."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass(slots=True)
+class Shop:
+    """What the generator knows of the shop, to pick sensible targets for its commands."""
+
+    rng: random.Random
+    customers: dict[str, str] = field(default_factory=dict)  # id -> name, known to both services
+    new_customers: dict[str, str] = field(default_factory=dict)  # registered, not yet synced
+    open_orders: dict[str, str] = field(default_factory=dict)  # order id -> customer id
+    closed_orders: list[str] = field(default_factory=list)
+    registered: int = 0
+    placed: int = 0
+
+    def next_command(self, may_register: bool) -> tuple[d.Command, str]:
+        """One command and its actor, drawn by weight from what the shop can do right now."""
+        kinds = ["place", "ship", "cancel", "rename", "move", "delete", "mistake"]
+        weights = [40, 22, 4, 4, 4, 1, 3] if self.customers else [0] * 7
+        kinds.append("register")
+        weights.append(14 if may_register else 0)
+        if not any(weights):
+            kinds, weights = ["mistake"], [1]
+        kind = self.rng.choices(kinds, weights)[0]
+        actions = {
+            "place": self._place,
+            "ship": self._ship,
+            "cancel": self._cancel,
+            "rename": self._rename,
+            "move": self._move,
+            "delete": self._delete,
+            "mistake": self._mistake,
+            "register": self._register,
+        }
+        return actions[kind]()
+
+    def _register(self) -> tuple[d.Command, str]:
+        self.registered += 1
+        customer_id = f"c-{self.registered}"
+        name = f"{self.rng.choice(FIRST)} {self.rng.choice(LAST)}"
+        self.new_customers[customer_id] = name
+        return d.RegisterCustomer(
+            customer_id=customer_id, name=name, address=self._address()
+        ), SHOP[0]
+
+    def _place(self) -> tuple[d.Command, str]:
+        self.placed += 1
+        product = self.rng.choice(list(PRODUCTS))
+        command = d.PlaceOrder(
+            order_id=f"o-{self.placed}",
+            customer_id=self.rng.choice(list(self.customers)),
+            product=product,
+            quantity=self.rng.randint(1, 5),
+            unit_price=PRODUCTS[product],
+        )
+        self.open_orders[command.order_id] = command.customer_id
+        return command, self.rng.choice(SHOP)
+
+    def _ship(self) -> tuple[d.Command, str]:
+        if not self.open_orders:
+            return self._place()
+        order_id = self.rng.choice(list(self.open_orders))
+        self._close(order_id)
+        return d.ShipOrder(order_id=order_id), WAREHOUSE
+
+    def _cancel(self) -> tuple[d.Command, str]:
+        if not self.open_orders:
+            return self._place()
+        order_id = self.rng.choice(list(self.open_orders))
+        self._close(order_id)
+        reason = self.rng.choice(("changed their mind", "out of stock", "payment failed"))
+        return d.CancelOrder(order_id=order_id, reason=reason), SUPPORT
+
+    def _rename(self) -> tuple[d.Command, str]:
+        customer_id = self.rng.choice(list(self.customers))
+        name = f"{self.rng.choice(FIRST)} {self.rng.choice(LAST)}-{self.rng.randint(2, 99)}"
+        self.customers[customer_id] = name
+        return d.RenameCustomer(customer_id=customer_id, name=name), SUPPORT
+
+    def _move(self) -> tuple[d.Command, str]:
+        customer_id = self.rng.choice(list(self.customers))
+        return d.ChangeCustomerAddress(customer_id=customer_id, address=self._address()), SUPPORT
+
+    def _delete(self) -> tuple[d.Command, str]:
+        customer_id = self.rng.choice(list(self.customers))
+        del self.customers[customer_id]
+        for order_id in [o for o, c in self.open_orders.items() if c == customer_id]:
+            self._close(order_id)  # the cascade will cancel it
+        return d.DeleteCustomer(customer_id=customer_id), SUPPORT
+
+    def _mistake(self) -> tuple[d.Command, str]:
+        """A command that breaks a rule, as people's commands sometimes do."""
+        choice = self.rng.randrange(4)
+        if choice == 0 and self.closed_orders:
+            return d.ShipOrder(order_id=self.rng.choice(self.closed_orders)), WAREHOUSE
+        if choice == 1 and self.customers:
+            customer_id = self.rng.choice(list(self.customers))
+            return d.RenameCustomer(
+                customer_id=customer_id, name=self.customers[customer_id]
+            ), SUPPORT
+        if choice == 2:
+            command = d.PlaceOrder(
+                order_id=f"o-x{self.rng.randrange(10**9)}",
+                customer_id="c-unknown",
+                product="Pen",
+                quantity=1,
+                unit_price=PRODUCTS["Pen"],
+            )
+            return command, self.rng.choice(SHOP)
+        return d.CancelOrder(
+            order_id=f"o-missing-{self.rng.randrange(100)}", reason="typo"
+        ), SUPPORT
+
+    def _close(self, order_id: str) -> None:
+        del self.open_orders[order_id]
+        self.closed_orders.append(order_id)
+
+    def _address(self) -> str:
+        return f"{self.rng.randint(1, 250)} {self.rng.choice(STREETS)}"
+
+
+@dataclass(frozen=True, slots=True)
+class DemoReport:
+    """What the generator made."""
+
+    path: Path
+    customers: int
+    orders: int
+    events: int
+    rejected: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.path}: {self.events} events ({self.customers} customers, {self.orders} orders, "
+            f"{self.rejected} rejected commands)"
+        )
+
+
+def generate(
+    path: str | Path,
+    *,
+    customers: int | None = None,
+    events: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> DemoReport:
+    """Build a new lab at `path` with a shop history of about `customers` or `events`."""
+    if customers is None and events is None:
+        customers = 100
+    target = events if events is not None else (customers or 0) * 12
+    clock = SteppingClock(START)
+    shop = Shop(random.Random(seed))
+    batch = max(5, target // (ROUNDS * 2))
+    rejected = 0
+    with (
+        Lab.create(path, clock=clock, ids=seeded_ids(seed)) as lab,
+        tqdm(total=target, disable=not progress, unit="event", desc="demo") as bar,
+    ):
+        while (done := _event_count(lab)) < target:
+            bar.update(done - bar.n)
+            may_register = customers is None or shop.registered < customers
+            drawn = [shop.next_command(may_register) for _ in range(batch)]
+            results = lab.send_many([c for c, _ in drawn], actor=[a for _, a in drawn])
+            rejected += sum(result.status == "rejected" for result in results)
+            clock.now += timedelta(minutes=shop.rng.randint(30, 720))
+            rejected += lab.sync().delivery.count("rejected")
+            shop.customers.update(shop.new_customers)
+            shop.new_customers.clear()
+        bar.update(_event_count(lab) - bar.n)
+        return DemoReport(Path(path), shop.registered, shop.placed, _event_count(lab), rejected)
+
+
+def _event_count(lab: Lab) -> int:
+    return lab.customer.position + lab.order.position
