@@ -27,6 +27,8 @@ OPEN, SHIPPED, CANCELLED = "open", "shipped", "cancelled"
 CUSTOMER_STREAM, ORDER_STREAM = "Customer", "Order"
 STREAM_TYPES = (CUSTOMER_STREAM, ORDER_STREAM)
 CUSTOMER_SERVICE, ORDER_SERVICE = "customer", "order"
+# Limits that keep every amount exact in the read models' DECIMAL(18, 2) columns.
+CENT, MAX_QUANTITY, MAX_UNIT_PRICE = Decimal("0.01"), 1_000_000, Decimal(1_000_000)
 
 
 class InvalidCommandError(CqrsLabError, ValueError):
@@ -312,6 +314,11 @@ def _place(state: Order | None, command: PlaceOrder, customer: Customer | None) 
         raise DomainRejection(f"order {oid!r} needs a positive integer quantity, got {qty!r}")
     if not isinstance(price, Decimal) or not price.is_finite() or price <= 0:
         raise DomainRejection(f"order {oid!r} needs a positive Decimal unit price, got {price!r}")
+    if qty > MAX_QUANTITY or price >= MAX_UNIT_PRICE or price != price.quantize(CENT):
+        raise DomainRejection(
+            f"order {oid!r}: quantity must be at most {MAX_QUANTITY} and the unit price whole "
+            f"cents below {MAX_UNIT_PRICE}, got {qty} x {price}"
+        )
     if customer is None or customer.customer_id != cid:
         raise DomainRejection(f"order {oid!r}: customer {cid!r} is unknown to the Order service")
     if customer.deleted:

@@ -600,3 +600,18 @@ def test_the_order_services_replica_follows_the_customer_events_it_consumes() ->
     assert evolve_replica(deleted) == Customer(
         customer_id="c-1", name="Bea", address="A", deleted=True
     )
+
+
+@pytest.mark.parametrize(
+    ("quantity", "unit_price"),
+    [(1, Decimal("0.001")), (1, Decimal("19.999")), (1_000_001, Decimal("1")), (1, Decimal(10**6))],
+)
+def test_an_order_whose_amount_would_not_be_exact_in_cents_is_rejected(
+    quantity: int, unit_price: Decimal
+) -> None:
+    customer = Customer(customer_id="c-1", name="Ada", address="A", deleted=False)
+    command = PlaceOrder(
+        order_id="o-1", customer_id="c-1", product="Pen", quantity=quantity, unit_price=unit_price
+    )
+    with pytest.raises(DomainRejection, match="whole cents"):
+        decide_order(None, command, customer)
