@@ -12,12 +12,11 @@ subscription to the Customer log keeps its checkpoint in `order/subscriptions/`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pandas as pd
 
 from cqrs_lab import domain as d
@@ -25,6 +24,8 @@ from cqrs_lab.determinism import Clock, IdGenerator, random_ids
 from cqrs_lab.errors import InvalidEventError, LogNotFoundError
 from cqrs_lab.eventlog import EventLog
 from cqrs_lab.messaging import DeliveryReport, Subscription, deliver
+from cqrs_lab.projections import CatchUp
+from cqrs_lab.readstore import ReadStore
 from cqrs_lab.services import (
     ACCEPTED,
     DUPLICATE,
@@ -55,17 +56,20 @@ ORDER BY recorded_at, service, position
 
 @dataclass(frozen=True, slots=True)
 class SyncReport:
-    """What `Lab.sync()` delivered, what the policies did, and the lag before and after."""
+    """What `Lab.sync()` delivered, what the policies did, and the lag it closed."""
 
     delivery: DeliveryReport
+    read_models: CatchUp
+    lag_before: dict[str, int]
+    lag_after: dict[str, int]
 
     def __str__(self) -> str:
         r = self.delivery
+        lag = ", ".join(f"{k}: {v} -> {self.lag_after[k]}" for k, v in self.lag_before.items())
         return (
-            f"delivered {r.delivered} Customer events to the Order service "
-            f"(lag {r.lag_before} -> {r.lag_after}); commands issued: "
+            f"delivered {r.delivered} Customer events to the Order service; commands issued: "
             f"{r.count(ACCEPTED)} accepted, {r.count(REJECTED)} rejected, "
-            f"{r.count(DUPLICATE)} duplicates skipped"
+            f"{r.count(DUPLICATE)} duplicates skipped\n{self.read_models}\nlag {lag}"
         )
 
     __repr__ = __str__
@@ -74,7 +78,15 @@ class SyncReport:
 class Lab:
     """Two event-sourced services, Customer and Order, in one folder; see the module docstring."""
 
-    def __init__(self, path: Path, *, clock: Clock | None, ids: IdGenerator | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Clock | None,
+        ids: IdGenerator | None,
+        persistent: bool = False,
+        memory_limit: str = "1GB",
+    ) -> None:
         self.path = path
         self.ids: IdGenerator = ids or random_ids
         self.customer_log = EventLog.open(path / d.CUSTOMER_SERVICE, clock=clock, ids=self.ids)
@@ -83,11 +95,19 @@ class Lab:
         self.order = OrderService(self.order_log)
         folder = path / d.ORDER_SERVICE / "subscriptions"
         self.subscription = Subscription(self.customer_log, folder, "customer-events")
-        self.con = duckdb.connect(config={"autoinstall_known_extensions": False})
+        logs = {d.CUSTOMER_SERVICE: self.customer_log, d.ORDER_SERVICE: self.order_log}
+        self.read = ReadStore(path, logs, persistent=persistent, memory_limit=memory_limit)
+        self.con = self.read.con
+        self.read.catch_up()
 
     @classmethod
     def create(
-        cls, path: str | Path, *, clock: Clock | None = None, ids: IdGenerator | None = None
+        cls,
+        path: str | Path,
+        *,
+        clock: Clock | None = None,
+        ids: IdGenerator | None = None,
+        persistent: bool = False,
     ) -> Lab:
         """Create a new lab (an empty folder, or a new one) with an empty log per service."""
         path = Path(path)
@@ -95,23 +115,29 @@ class Lab:
             raise InvalidEventError(f"{path} already holds a lab; use Lab.open")
         for name in SERVICES:
             EventLog.create(path / name).close()
-        return cls(path, clock=clock, ids=ids)
+        return cls(path, clock=clock, ids=ids, persistent=persistent)
 
     @classmethod
     def open(
-        cls, path: str | Path, *, clock: Clock | None = None, ids: IdGenerator | None = None
+        cls,
+        path: str | Path,
+        *,
+        clock: Clock | None = None,
+        ids: IdGenerator | None = None,
+        persistent: bool = False,
+        memory_limit: str = "1GB",
     ) -> Lab:
-        """Open an existing lab folder."""
+        """Open an existing lab folder; `persistent=True` keeps the read models in a file."""
         path = Path(path)
         if not all((path / name / "HEAD").is_file() for name in SERVICES):
             raise LogNotFoundError(f"no lab at {path} (expected customer/ and order/ logs)")
-        return cls(path, clock=clock, ids=ids)
+        return cls(path, clock=clock, ids=ids, persistent=persistent, memory_limit=memory_limit)
 
     def close(self) -> None:
         """Release files and the DuckDB connection."""
         self.customer_log.close()
         self.order_log.close()
-        self.con.close()
+        self.read.close()
 
     def __enter__(self) -> Lab:
         return self
@@ -166,12 +192,30 @@ class Lab:
         return [result for result in results if result is not None]
 
     def sync(self) -> SyncReport:
-        """Deliver pending Customer events to the Order service (replica updates and cascades)."""
-        return SyncReport(deliver(self.subscription, self.order))
+        """Deliver pending messages (replica updates, cascades), then catch the read models up.
+
+        Until this runs, the read side shows the old state: eventual consistency you can see.
+        """
+        lag_before = self.lag()
+        delivery = deliver(self.subscription, self.order)
+        return SyncReport(delivery, self.read.catch_up(), lag_before, self.lag())
+
+    def rebuild(self) -> CatchUp:
+        """Drop every read model and fold it again from the whole history."""
+        return self.read.rebuild()
 
     def lag(self) -> dict[str, int]:
-        """How far each consumer is behind the log it reads, in events."""
-        return {"order-service <- customer log": self.subscription.lag()}
+        """How many events each consumer and read model is behind the log it reads."""
+        return {"order service <- customer log": self.subscription.lag(), **self.read.lag()}
+
+    def sql(self, query: str, params: Mapping[str, Any] | list[Any] | None = None) -> pd.DataFrame:
+        """Run a read-only SQL query on the read models; values go in `params`, never the text.
+
+            >>> lab.sql("SELECT name FROM customers WHERE customer_id = $id", {"id": "c-1"})
+
+        Tables: customers, orders, customer_order_summary, events.
+        """
+        return self.read.sql(query, params)
 
     def _service(self, name: str) -> Service:
         return self.customer if name == d.CUSTOMER_SERVICE else self.order

@@ -1,0 +1,139 @@
+"""The read store: one DuckDB database holding the read models, sandboxed to the lab's folder.
+
+In memory by default (rebuilt from the logs on open, so any number of kernels can each have one),
+or a file `read/read.duckdb` in the lab (`persistent=True`), which DuckDB lets only one process
+open for writing: a second gets StoreLockedError saying who holds it.
+
+Users type free SQL into `sql()`, so the database is locked down before any of it runs: files can
+be read only inside the lab (`allowed_directories`), never outside, and nothing can be written
+(`enable_external_access = false` for everything else), and `lock_configuration` stops a query
+from undoing that. `sql()` also runs only SELECT statements, checked by DuckDB's own parser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from cqrs_lab import projections as p
+from cqrs_lab.errors import CqrsLabError, StoreLockedError
+from cqrs_lab.eventlog import EventLog
+from cqrs_lab.segments import SCHEMA
+
+READ_ONLY_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+EVENTS_VIEW = """
+CREATE OR REPLACE VIEW events AS
+{selects}
+"""
+EVENTS_SELECT = """
+SELECT '{name}' AS service, *
+FROM read_parquet(getvariable('{name}_files'))
+"""
+
+
+class QueryError(CqrsLabError):
+    """A query a user typed could not run: not a SELECT, a syntax error, or no permission."""
+
+
+def connect(lab: Path, *, persistent: bool, memory_limit: str) -> duckdb.DuckDBPyConnection:
+    """A sandboxed DuckDB connection for the lab: in memory, or the lab's read store file."""
+    database = ":memory:"
+    if persistent:
+        (lab / "read").mkdir(exist_ok=True)
+        database = str(lab / "read" / "read.duckdb")
+    try:
+        con = duckdb.connect(database, config={"autoinstall_known_extensions": False})
+    except duckdb.IOException as error:
+        raise StoreLockedError(
+            f"the read store {database} is in use by another process ({error}); close the other "
+            "notebook or process, or open the lab without persistent=True (an in-memory store)"
+        ) from None
+    for setting, value in (
+        ("TimeZone", "UTC"),
+        ("memory_limit", memory_limit),
+        ("allowed_directories", [str(lab.resolve()) + "/"]),
+        ("enable_external_access", False),
+        ("lock_configuration", True),
+    ):
+        con.execute(f"SET {setting} = ?", [value])  # setting names: our constants only
+    return con
+
+
+class ReadStore:
+    """The read models of one lab, their checkpoints, and the sandboxed SQL entry point."""
+
+    def __init__(
+        self,
+        lab: Path,
+        logs: Mapping[str, EventLog],
+        *,
+        persistent: bool = False,
+        memory_limit: str = "1GB",
+    ) -> None:
+        self.logs = logs
+        self.con = connect(lab, persistent=persistent, memory_limit=memory_limit)
+        p.create_schema(self.con)
+        self._refresh_events_view()
+
+    def close(self) -> None:
+        """Close the DuckDB connection."""
+        self.con.close()
+
+    def catch_up(self, *, upto: Mapping[str, int] | None = None) -> p.CatchUp:
+        """Fold the events after each checkpoint (never rescanning history)."""
+        result = p.catch_up(self.con, self.logs, upto=upto)
+        self._refresh_events_view()
+        return result
+
+    def rebuild(self) -> p.CatchUp:
+        """Drop the read models and fold them again from the whole history."""
+        p.drop_schema(self.con)
+        p.create_schema(self.con)
+        return self.catch_up()
+
+    def lag(self) -> dict[str, int]:
+        """Per read model and source log, how many events it is behind the log's head."""
+        done = p.checkpoints(self.con)
+        lags = {}
+        for table, sources in (("customers", ("customer",)), ("orders", ("customer", "order"))):
+            for log in sources:
+                head = self.logs[log].committed_position()
+                lags[f"{table} <- {log} log"] = max(0, head - done.get(log, 0))
+        return lags
+
+    def sql(self, query: str, params: Mapping[str, Any] | list[Any] | None = None) -> pd.DataFrame:
+        """Run one read-only query (values as bound parameters) and return a DataFrame."""
+        try:
+            statements = duckdb.extract_statements(query)
+        except duckdb.Error as error:
+            raise QueryError(f"{error}") from None
+        if len(statements) != 1 or statements[0].type not in READ_ONLY_STATEMENTS:
+            kinds = ", ".join(s.type.name for s in statements) or "nothing"
+            raise QueryError(f"only one SELECT statement can run here, got: {kinds}")
+        try:
+            return self.con.execute(query, params).df()
+        except duckdb.Error as error:
+            raise QueryError(f"{type(error).__name__}: {error}") from None
+
+    def _refresh_events_view(self) -> None:
+        """Point the `events` view at the logs' current segment files."""
+        selects = []
+        for name, log in self.logs.items():
+            files = [str(path) for path in log.files()]
+            if files:
+                self.con.execute(f"SET VARIABLE {name}_files = ?", [files])  # names: our logs
+                selects.append(EVENTS_SELECT.format(name=name))
+        union = "UNION ALL BY NAME".join(selects) if selects else _empty_events(self.con)
+        self.con.execute(EVENTS_VIEW.format(selects=union))
+
+
+def _empty_events(con: duckdb.DuckDBPyConnection) -> str:
+    """An empty `events` with the log's columns (no file to read yet)."""
+    con.register("empty_log_rows", SCHEMA.empty_table())
+    con.execute("CREATE OR REPLACE TABLE empty_events AS SELECT * FROM empty_log_rows")
+    con.unregister("empty_log_rows")
+    return "SELECT NULL::VARCHAR AS service, * FROM empty_events"
