@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from cqrs_lab.services import (
     SendResult,
     Service,
 )
+from cqrs_lab.timetravel import AsOf, cut_at_position, cut_at_time, diff, history
 from cqrs_lab.tracing import Trace
 
 SERVICES = (d.CUSTOMER_SERVICE, d.ORDER_SERVICE)
@@ -216,6 +218,34 @@ class Lab:
         Tables: customers, orders, customer_order_summary, events.
         """
         return self.read.sql(query, params)
+
+    # --- time travel -----------------------------------------------------------------------------
+
+    def as_of(self, *, position: int | None = None, time: datetime | None = None) -> AsOf:
+        """The read models as they were, with the same tables and `.sql()`.
+
+            >>> lab.as_of(time=datetime(2026, 3, 1, tzinfo=UTC)).sql("SELECT count(*) FROM orders")
+
+        `position` n means "after the first n events of `lab.events()`"; `time` takes, in each
+        service's log, the events recorded up to then (a consistent cut of both services).
+        """
+        logs = self.read.logs
+        if (position is None) == (time is None):
+            raise InvalidEventError("as_of needs exactly one of position= or time=")
+        if time is not None:
+            return AsOf(self.path, logs, cut_at_time(self.con, logs, time), f"as of {time}")
+        assert position is not None
+        cut = cut_at_position(self.con, logs, position)
+        return AsOf(self.path, logs, cut, f"as of event {position}")
+
+    def history(self, stream_id: str) -> pd.DataFrame:
+        """One entity's state after each of its events (e.g. "customer-c-1", "order-o-7")."""
+        log = self.order_log if stream_id.startswith("order-") else self.customer_log
+        return history(self.con, log, stream_id)
+
+    def diff(self, before: AsOf, after: AsOf, table: str = "orders") -> pd.DataFrame:
+        """Which rows of a read model changed between two points, column by column."""
+        return diff(before, after, table)
 
     def _service(self, name: str) -> Service:
         return self.customer if name == d.CUSTOMER_SERVICE else self.order

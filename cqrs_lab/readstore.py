@@ -18,6 +18,7 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from cqrs_lab import projections as p
 from cqrs_lab.errors import CqrsLabError, StoreLockedError
@@ -32,6 +33,13 @@ CREATE OR REPLACE VIEW events AS
 EVENTS_SELECT = """
 SELECT '{name}' AS service, *
 FROM read_parquet(getvariable('{name}_files'))
+WHERE position <= getvariable('{name}_upto')
+"""
+KEYS = {"customers": "customer_id", "orders": "order_id"}
+TABLE_SQL = """
+SELECT *
+FROM {table}
+ORDER BY {key}
 """
 
 
@@ -73,8 +81,10 @@ class ReadStore:
         *,
         persistent: bool = False,
         memory_limit: str = "1GB",
+        upto: Mapping[str, int] | None = None,
     ) -> None:
         self.logs = logs
+        self.upto = upto  # a fixed cut (time travel), or None: follow the logs' heads
         self.con = connect(lab, persistent=persistent, memory_limit=memory_limit)
         p.create_schema(self.con)
         self._refresh_events_view()
@@ -83,9 +93,9 @@ class ReadStore:
         """Close the DuckDB connection."""
         self.con.close()
 
-    def catch_up(self, *, upto: Mapping[str, int] | None = None) -> p.CatchUp:
+    def catch_up(self) -> p.CatchUp:
         """Fold the events after each checkpoint (never rescanning history)."""
-        result = p.catch_up(self.con, self.logs, upto=upto)
+        result = p.catch_up(self.con, self.logs, upto=self.upto)
         self._refresh_events_view()
         return result
 
@@ -119,13 +129,21 @@ class ReadStore:
         except duckdb.Error as error:
             raise QueryError(f"{type(error).__name__}: {error}") from None
 
+    def table(self, name: str) -> pa.Table:
+        """A whole read model as Arrow, ordered by its key (`customers` or `orders`)."""
+        if name not in KEYS:
+            raise QueryError(f"no read model {name!r}; known: {', '.join(KEYS)}")
+        return self.con.sql(TABLE_SQL.format(table=name, key=KEYS[name])).to_arrow_table()
+
     def _refresh_events_view(self) -> None:
         """Point the `events` view at the logs' current segment files."""
         selects = []
         for name, log in self.logs.items():
             files = [str(path) for path in log.files()]
             if files:
+                upto = (self.upto or {}).get(name, 2**62)
                 self.con.execute(f"SET VARIABLE {name}_files = ?", [files])  # names: our logs
+                self.con.execute(f"SET VARIABLE {name}_upto = ?", [upto])
                 selects.append(EVENTS_SELECT.format(name=name))
         union = "UNION ALL BY NAME".join(selects) if selects else _empty_events(self.con)
         self.con.execute(EVENTS_VIEW.format(selects=union))

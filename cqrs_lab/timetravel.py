@@ -1,0 +1,187 @@
+"""Time travel: the read models as they were at any point of the history, and what changed.
+
+A point in history is a *cut*: a position in each service's log. A cut at a time takes, in each
+log, the events recorded up to that time; since both services share one clock and an effect is
+never recorded before its cause, that cut is consistent (no cancellation without its deletion).
+A cut at a position counts events in the order `lab.events()` lists them (by time, Customer log
+first on ties), so position 1, 2, 3, ... steps through the whole lab one event at a time.
+
+`AsOf` is a read-only view with the same tables and `.sql()`, folded by the same code as the
+live read models, only stopping at the cut.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from cqrs_lab import pyfold
+from cqrs_lab.eventlog import EventLog, records
+from cqrs_lab.readstore import KEYS, QueryError, ReadStore
+
+CUT_AT_TIME = """
+SELECT coalesce(max(position), 0)
+FROM read_parquet($files)
+WHERE recorded_at <= $time
+"""
+CUT_AT_SEQUENCE = """
+SELECT count(*) FILTER (WHERE service = 'customer') AS customer,
+       count(*) FILTER (WHERE service = 'order') AS order_
+FROM (
+    SELECT service
+    FROM ({union})
+    ORDER BY recorded_at, service, position
+    LIMIT $n
+)
+"""
+LOG_TIMES = """
+SELECT '{name}' AS service, recorded_at, position
+FROM read_parquet(${name}_files)
+"""
+STREAM_SQL = """
+SELECT *
+FROM read_parquet($files)
+WHERE stream_id = $stream_id
+ORDER BY position
+"""
+DIFF_SQL = """
+SELECT coalesce(a.{key}, b.{key}) AS {key},
+       CASE
+           WHEN a.{key} IS NULL THEN 'added'
+           WHEN b.{key} IS NULL THEN 'removed'
+           ELSE 'changed'
+       END AS change,
+       to_json(a) AS before,
+       to_json(b) AS after
+FROM before_rows AS a
+FULL OUTER JOIN after_rows AS b ON a.{key} = b.{key}
+WHERE a IS DISTINCT FROM b
+ORDER BY 1
+"""
+
+
+def cut_at_time(
+    con: duckdb.DuckDBPyConnection, logs: Mapping[str, EventLog], time: datetime
+) -> dict[str, int]:
+    """Each log's last position recorded at or before `time`."""
+    cut = {}
+    for name, log in logs.items():
+        files = [str(path) for path in log.files()]
+        row = con.execute(CUT_AT_TIME, {"files": files, "time": time}).fetchall() if files else []
+        cut[name] = int(row[0][0]) if row else 0
+    return cut
+
+
+def cut_at_position(
+    con: duckdb.DuckDBPyConnection, logs: Mapping[str, EventLog], n: int
+) -> dict[str, int]:
+    """The cut after the first `n` events of the lab, in `lab.events()` order."""
+    parts: list[str] = []
+    params: dict[str, Any] = {"n": max(0, n)}
+    for name, log in logs.items():
+        files = [str(path) for path in log.files()]
+        if files:
+            parts.append(LOG_TIMES.format(name=name))
+            params[f"{name}_files"] = files
+    if not parts:
+        return dict.fromkeys(logs, 0)
+    union = "UNION ALL".join(parts)
+    customer, order = con.execute(CUT_AT_SEQUENCE.format(union=union), params).fetchall()[0]
+    return {"customer": int(customer), "order": int(order)}
+
+
+class AsOf:
+    """The read models as of a cut: same tables, same `.sql()`, read-only."""
+
+    def __init__(self, lab: Path, logs: Mapping[str, EventLog], cut: Mapping[str, int], label: str):
+        self.cut, self.label = dict(cut), label
+        self.store = ReadStore(lab, logs, upto=self.cut)
+        self.store.catch_up()
+
+    def sql(self, query: str, params: Mapping[str, Any] | list[Any] | None = None) -> pd.DataFrame:
+        """A read-only query on the read models as they were."""
+        return self.store.sql(query, params)
+
+    def table(self, name: str) -> pd.DataFrame:
+        """A whole read model as it was, ordered by its key."""
+        frame: pd.DataFrame = self.store.table(name).to_pandas()
+        return frame
+
+    def close(self) -> None:
+        """Free the view's database."""
+        self.store.close()
+
+    def __str__(self) -> str:
+        where = ", ".join(f"{log} log up to #{position}" for log, position in self.cut.items())
+        return f"AsOf({self.label}: {where})"
+
+    __repr__ = __str__
+
+
+def history(con: duckdb.DuckDBPyConnection, log: EventLog, stream_id: str) -> pd.DataFrame:
+    """One entity's state after each of its events, oldest first."""
+    files = [str(path) for path in log.files()]
+    if not files:
+        return pd.DataFrame()
+    found = con.sql(STREAM_SQL, params={"files": files, "stream_id": stream_id}).to_arrow_table()
+    events = records(found)
+    tables, rows = pyfold.empty(), []
+    for event in events:
+        pyfold.apply(tables, event)
+        state = _row_of(tables, event)
+        when = {"position": event.position, "recorded_at": event.recorded_at}
+        rows.append({**when, "event_type": event.event_type, "actor": event.actor, **state})
+    return pd.DataFrame(rows)
+
+
+def diff(before: AsOf, after: AsOf, table: str) -> pd.DataFrame:
+    """Which rows of a read model changed between two points: one row per changed column."""
+    if table not in KEYS:
+        raise QueryError(f"no read model {table!r}; known: {', '.join(KEYS)}")
+    scratch = duckdb.connect(config={"enable_external_access": False})
+    scratch.register("before_rows", before.store.table(table))
+    scratch.register("after_rows", after.store.table(table))
+    changes = scratch.execute(DIFF_SQL.format(key=KEYS[table])).fetchall()
+    scratch.close()
+    rows = []
+    for key, change, old_json, new_json in changes:
+        old, new = json.loads(old_json), json.loads(new_json)
+        if change != "changed":  # a whole row came or went: show what it held
+            shown = new if change == "added" else old
+            summary = ", ".join(f"{c}={v}" for c, v in shown.items() if c not in _BOOKKEEPING)
+            was, now = (None, summary) if change == "added" else (summary, None)
+            rows.append(
+                {
+                    KEYS[table]: key,
+                    "change": change,
+                    "column": "*",
+                    "before": was,
+                    "after": now,
+                }
+            )
+            continue
+        for column in old:
+            if column not in _BOOKKEEPING and old[column] != new[column]:
+                rows.append({KEYS[table]: key, "change": change, "column": column,
+                             "before": old[column], "after": new[column]})  # fmt: skip
+    return pd.DataFrame(rows, columns=[KEYS[table], "change", "column", "before", "after"])
+
+
+_BOOKKEEPING = ("updated_at", "version")
+
+
+def _row_of(tables: pyfold.Tables, event: Any) -> dict[str, Any]:
+    data = event.data
+    if event.stream_type == "Customer":
+        return dict(tables["customers"].get(data.get("customer_id"), {}))
+    if event.stream_type == "Order":
+        row = dict(tables["orders"].get(data.get("order_id"), {}))
+        row.pop("customer_name", None)  # the customer is another stream's history
+        return row
+    return {"payload": event.payload}
