@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 import warnings
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -129,6 +131,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sql(args: argparse.Namespace) -> int:
+    """Run a read-only query on the read models (now, or as of a point) and print the rows."""
+    with _open_lab(args.path) as lab:
+        if args.as_of_position is not None or args.as_of is not None:
+            view = lab.as_of(position=args.as_of_position, time=args.as_of)
+            frame = view.sql(args.query)
+            view.close()
+        else:
+            frame = lab.sql(args.query)
+    if args.format == "csv":
+        print(frame.to_csv(index=False), end="")
+    elif args.format == "json":
+        print(frame.to_json(orient="records", date_format="iso", indent=1))
+    else:
+        print(frame.to_string(index=False) if len(frame) else "(no rows)")
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    """Rebuild the lab's persistent read store (read/read.duckdb) from the whole history."""
+    started = time.perf_counter()
+    with Lab.open(args.path, persistent=True) as lab:
+        result = lab.rebuild()
+    print(f"{result} in {time.perf_counter() - started:.2f} s -> {args.path / 'read'}")
+    return 0
+
+
+def _open_lab(path: Path) -> Lab:
+    """The lab, with its persistent read store if it has one (else one in memory)."""
+    return Lab.open(path, persistent=(path / "read" / "read.duckdb").exists())
+
+
+def _timestamp(text: str) -> datetime:
+    """An ISO 8601 time; without a zone it is taken as UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def _command_list() -> str:
     lines = ["commands and their fields:"]
     for name, cls in d.COMMANDS.items():
@@ -179,6 +222,21 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--events", type=int, metavar="M", help="stop at about M events")
     demo.add_argument("--seed", type=int, default=0, metavar="S", help="same seed, same bytes")
     demo.set_defaults(handler=cmd_demo)
+    sql = commands.add_parser(
+        "sql",
+        help="query the read models with read-only SQL",
+        description="Tables: customers, orders, customer_order_summary, events.",
+    )
+    sql.add_argument("path", type=Path, metavar="PATH", help="a lab folder")
+    sql.add_argument("query", metavar="QUERY", help='e.g. "SELECT * FROM customers LIMIT 5"')
+    when = sql.add_mutually_exclusive_group()
+    when.add_argument("--as-of-position", type=int, metavar="N", help="after the first N events")
+    when.add_argument("--as-of", type=_timestamp, metavar="TIME", help="e.g. 2026-03-01T12:00")
+    sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    sql.set_defaults(handler=cmd_sql)
+    rebuild = commands.add_parser("rebuild", help="rebuild the persistent read store from history")
+    rebuild.add_argument("path", type=Path, metavar="PATH", help="a lab folder")
+    rebuild.set_defaults(handler=cmd_rebuild)
     return parser
 
 
@@ -196,7 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for warning in caught:
             print(f"warning: {warning.message}", file=sys.stderr)
         return status
-    except CqrsLabError as error:
+    except (
+        CqrsLabError,
+        duckdb.Error,
+    ) as error:  # a user's mistake or a damaged file: no traceback
         print(f"cqrs-lab: error: {error}", file=sys.stderr)
         return 2
 

@@ -142,13 +142,20 @@ class Commit(Sequence[RecordedEvent]):
 class EventLog:
     """One service's append-only event log in a folder of Parquet segments."""
 
-    def __init__(self, path: Path, *, clock: Clock | None, ids: IdGenerator | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Clock | None,
+        ids: IdGenerator | None,
+        lock_timeout: float = 30.0,
+    ) -> None:
         self.path = path
         self.events_dir = path / fmt.EVENTS_DIR
         self.head_path = path / fmt.HEAD_FILE
         self.clock: Clock = clock or system_clock
         self.ids: IdGenerator = ids or random_ids
-        self._lock = FileLock(path / fmt.LOCK_FILE)
+        self._lock = FileLock(path / fmt.LOCK_FILE, timeout=lock_timeout)
         self._writer: WriterState | None = None
         self._head_seen = (-1, 0)  # HEAD's size when last read, and its committed position
         self._listed: list[fmt.Segment] | None = None
@@ -168,13 +175,22 @@ class EventLog:
 
     @classmethod
     def open(
-        cls, path: str | Path, *, clock: Clock | None = None, ids: IdGenerator | None = None
+        cls,
+        path: str | Path,
+        *,
+        clock: Clock | None = None,
+        ids: IdGenerator | None = None,
+        lock_timeout: float = 30.0,
     ) -> EventLog:
-        """Open an existing log; warns about leftover or foreign files (naming them)."""
+        """Open an existing log; warns about leftover or foreign files (naming them).
+
+        `lock_timeout`: how long an append waits for another process's commit before it gives
+        up with StoreLockedError.
+        """
         path = Path(path)
         if not (path / fmt.HEAD_FILE).is_file() or not (path / fmt.EVENTS_DIR).is_dir():
             raise LogNotFoundError(f"no event log at {path} (expected {fmt.HEAD_FILE} and events/)")
-        log = cls(path, clock=clock, ids=ids)
+        log = cls(path, clock=clock, ids=ids, lock_timeout=lock_timeout)
         log._warn_about_strays()
         return log
 
@@ -435,13 +451,13 @@ def _text_arrays(columns: dict[str, list[Any]]) -> dict[str, pa.Array]:
             raise InvalidEventError(f"event {name} must be text, got {bad!r}") from None
     every = pa.concat_arrays(list(arrays.values()))
     required = pa.concat_arrays([arrays[name] for name in _REQUIRED_TEXT_COLUMNS])
-    control = pc.any(pc.match_substring_regex(every, r"[\x00-\x1f]")).as_py()
+    control = pc.any(pc.match_substring_regex(every, r"[\x00-\x1f\x7f-\x9f]")).as_py()
     blank = pc.any(pc.equal(pc.utf8_trim_whitespace(required), "")).as_py()
     if control or blank:
         for name, values in columns.items():
             for value in values:
                 empty = name in _REQUIRED_TEXT_COLUMNS and not value.strip()
-                if empty or any(ord(char) < 32 for char in value):
+                if empty or any(ord(c) < 32 or 127 <= ord(c) <= 159 for c in value):
                     raise InvalidEventError(
                         f"event {name} {value!r} is empty or contains control characters"
                     )
@@ -457,21 +473,31 @@ def _schema_versions(values: list[int]) -> pa.Array:
 
 def _payloads(events: Sequence[NewEvent]) -> pa.Array:
     """Payloads as canonical JSON (sorted keys, no spaces); JSON text given is checked as is."""
-    texts, given = [], False
-    for event in events:
-        if isinstance(event.payload, str):
-            texts.append(event.payload)
-            given = True
+    texts = []
+    for index, event in enumerate(events):
+        payload, which = event.payload, f"payload #{index} ({event.event_type})"
+        if isinstance(payload, str):
+            try:
+                parsed = json.loads(payload, parse_constant=_no_constants)
+            except ValueError as error:
+                raise InvalidEventError(f"{which} is not valid JSON: {error}") from None
+            if not isinstance(parsed, dict):
+                raise InvalidEventError(f"{which} is not a JSON object: {payload[:60]!r}")
+            texts.append(payload)
             continue
+        if not isinstance(payload, Mapping):
+            raise InvalidEventError(f"{which} is not a mapping: {payload!r}")
         try:
-            texts.append(json.dumps(event.payload, sort_keys=True, separators=(",", ":")))
+            texts.append(
+                json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+            )
         except (TypeError, ValueError) as error:
-            raise InvalidEventError(f"payload of {event.event_type} is not JSON: {error}") from None
-    array = pa.array(texts, pa.string())
-    problem = fmt.check_json_objects(array) if given else None
-    if problem:
-        raise InvalidEventError(problem)
-    return array
+            raise InvalidEventError(f"{which} is not JSON: {error}") from None
+    return pa.array(texts, pa.string())
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _first_repeat(values: list[str]) -> str:
@@ -486,7 +512,7 @@ def _first_repeat(values: list[str]) -> str:
 def _read_file(path: Path, columns: Sequence[str]) -> pa.Table:
     try:
         return fmt.decode_segment(path.read_bytes(), columns=columns)
-    except (pa.ArrowInvalid, OSError) as error:
+    except (pa.ArrowInvalid, OSError, ValueError) as error:
         if isinstance(error, FileNotFoundError):
             raise
         raise CorruptLogError(f"{path}: unreadable segment (torn or tampered): {error}") from None

@@ -18,7 +18,6 @@ writers' commits by reading only the lines added since it last looked, never lis
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,7 +27,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 SCHEMA = pa.schema(
@@ -56,9 +54,9 @@ GENESIS = bytes(32)  # the "previous hash" of position 1
 SEPARATOR = "\x1f"  # ASCII unit separator: may not occur in ids; JSON escapes it in payloads
 
 EVENTS_DIR, HEAD_FILE, LOCK_FILE = "events", "HEAD", "LOCK"
-SEGMENT_NAME = re.compile(r"^(\d{12,})-(\d{12,})\.parquet$")
-TEMP_NAME = re.compile(r"^\..+\.tmp$")
-LEDGER_LINE = re.compile(r"^(\S+\.parquet) ([0-9a-f]{64}) ([0-9a-f]{64})$")
+SEGMENT_NAME = re.compile(r"(\d{12,})-(\d{12,})\.parquet")  # always used with fullmatch
+TEMP_NAME = re.compile(r"\..+\.tmp")
+LEDGER_LINE = re.compile(r"(\S+\.parquet) ([0-9a-f]{64}) ([0-9a-f]{64})")
 
 SMALL_ROW_GROUP = 64 * 1024
 COMPACT_ROW_GROUP = 128 * 1024
@@ -89,7 +87,7 @@ def segment_name(first: int, last: int) -> str:
 
 def parse_segment(name: str) -> Segment | None:
     """The segment a file name denotes, or None if it is not a segment name."""
-    match = SEGMENT_NAME.match(name)
+    match = SEGMENT_NAME.fullmatch(name)
     if match is None:
         return None
     first, last = int(match[1]), int(match[2])
@@ -124,7 +122,7 @@ def list_folder(events_dir: Path) -> tuple[list[Segment], list[str], list[str]]:
         seg = parse_segment(name)
         if seg is not None:
             segments.append(seg)
-        elif TEMP_NAME.match(name):
+        elif TEMP_NAME.fullmatch(name):
             temps.append(name)
         else:
             unknown.append(name)
@@ -145,7 +143,7 @@ def parse_ledger(data: bytes) -> tuple[list[LedgerEntry], list[str], bool]:
     *complete, tail = text.split("\n")
     entries, bad = [], []
     for line in complete:
-        match = LEDGER_LINE.match(line)
+        match = LEDGER_LINE.fullmatch(line)
         seg = parse_segment(match[1]) if match else None
         if match is None or seg is None:
             bad.append(line)
@@ -202,25 +200,6 @@ def chain(rows: Iterable[bytes], previous: bytes) -> Iterator[bytes]:
         yield previous
 
 
-def check_json_objects(payloads: pa.Array) -> str | None:
-    """None if every payload is one JSON object, else a message naming the first bad one."""
-    if len(payloads) == 0:
-        return None
-    starts = pc.starts_with(payloads, "{")
-    if not pc.all(starts).as_py():
-        bad = pc.index(starts, False).as_py()
-        return f"payload #{bad} is not a JSON object: {payloads[bad].as_py()[:60]!r}"
-    options = pa_json.ParseOptions(
-        explicit_schema=pa.schema([]), unexpected_field_behavior="ignore"
-    )
-    data = "\n".join(payloads.to_pylist()).encode()
-    try:
-        parsed = pa_json.read_json(io.BytesIO(data), parse_options=options)
-    except pa.ArrowInvalid as error:
-        return f"a payload is not valid JSON ({error})"
-    return None if parsed.num_rows == len(payloads) else "a payload spans several JSON values"
-
-
 def encode_segment(table: pa.Table, *, row_group_size: int = SMALL_ROW_GROUP) -> bytes:
     """The Parquet bytes of a segment, always with page checksums.
 
@@ -244,12 +223,21 @@ def encode_segment(table: pa.Table, *, row_group_size: int = SMALL_ROW_GROUP) ->
 
 
 def decode_segment(data: bytes, *, columns: Sequence[str] | None = None) -> pa.Table:
-    """Parse a segment's bytes, checking page checksums; raises pyarrow's error if torn/corrupt."""
-    return pq.read_table(
+    """Parse a segment's bytes, checking page checksums and column types.
+
+    Raises pyarrow's error (ArrowInvalid or OSError) if torn or corrupt, and ValueError if the
+    columns are not the event row's: a changed footer byte can retype a column without any
+    checksum noticing, and must not turn into wrong data.
+    """
+    table = pq.read_table(
         pa.BufferReader(data),
         columns=list(columns) if columns is not None else None,
         page_checksum_verification=True,
     )
+    expected = pa.schema([SCHEMA.field(name) for name in (columns or COLUMNS)])
+    if not table.schema.equals(expected):
+        raise ValueError(f"columns differ from the event row schema: {table.schema}")
+    return table
 
 
 def file_digest(data: bytes) -> str:

@@ -145,7 +145,9 @@ class WriterState:
         path = self.events_dir / name
         try:
             return fmt.decode_segment(path.read_bytes(), columns=_STATE_COLUMNS)
-        except pa.ArrowInvalid as error:
+        except (pa.ArrowInvalid, OSError, ValueError) as error:
+            if isinstance(error, FileNotFoundError):
+                raise
             raise CorruptLogError(
                 f"{path}: unreadable segment (torn or tampered): {error}"
             ) from None
@@ -238,6 +240,8 @@ class WriterState:
         if actions:
             os.fsync(self._dir_fd)
         self._ledger_size = self._ledger_length()
+        if self._loaded:  # a running writer takes in what it just adopted
+            self._absorb_cover()
         return actions
 
     def _adopt_unrecorded(

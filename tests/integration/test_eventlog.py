@@ -420,7 +420,7 @@ BAD_BATCHES = {
     "payload text that is an array": ([event("a", payload="[1]")], {"a": 0}, "JSON object"),
     "payload text that is a number": ([event("a", payload="1")], {"a": 0}, "JSON object"),
     "payload text that is not JSON": ([event("a", payload="{bad")], {"a": 0}, "not valid JSON"),
-    "payload text of two objects": ([event("a", payload="{}{}")], {"a": 0}, "several JSON"),
+    "payload text of two objects": ([event("a", payload="{}{}")], {"a": 0}, "not valid JSON"),
     "payload text that is empty": ([event("a", payload="")], {"a": 0}, "payload"),
     "payload text with garbage after": (
         [event("a", payload='{"a":1} x')],
