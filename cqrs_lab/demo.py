@@ -6,7 +6,8 @@ recorded as failures. Several actors work over months. Every choice comes from o
 `random.Random`, the clock and ids are seeded too: the same seed gives byte-identical logs.
 
 Commands go in rounds through `Lab.send_many` (one append per service per round: the bulk path),
-then `Lab.sync()` delivers the round's Customer events, exactly as a learner's commands would.
+then the round's Customer events are delivered to the Order service, exactly as `Lab.sync()`
+would (the read models are left to catch up once, when the lab is next opened or synced).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 from cqrs_lab import domain as d
 from cqrs_lab.determinism import seeded_ids
 from cqrs_lab.lab import Lab
+from cqrs_lab.messaging import deliver
 
 START = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
 ROUNDS = 400  # about this many rounds, so times spread over about five months
@@ -60,6 +62,32 @@ PRODUCTS = {
 }
 
 
+class Pool:
+    """A set you can draw from at random in O(1): a list, and each item's index in it."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self.index: dict[str, int] = {}
+
+    def add(self, item: str) -> None:
+        """Put an item in the pool."""
+        self.index[item] = len(self.items)
+        self.items.append(item)
+
+    def remove(self, item: str) -> None:
+        """Take an item out (the last one moves into its place)."""
+        at, last = self.index.pop(item), self.items.pop()
+        if last != item:
+            self.items[at], self.index[last] = last, at
+
+    def draw(self, rng: random.Random) -> str:
+        """A random item."""
+        return self.items[rng.randrange(len(self.items))]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
 class SteppingClock:
     """A clock the generator moves on by hand (the log reads it once per commit)."""
 
@@ -75,9 +103,11 @@ class Shop:
     """What the generator knows of the shop, to pick sensible targets for its commands."""
 
     rng: random.Random
-    customers: dict[str, str] = field(default_factory=dict)  # id -> name, known to both services
-    new_customers: dict[str, str] = field(default_factory=dict)  # registered, not yet synced
-    open_orders: dict[str, str] = field(default_factory=dict)  # order id -> customer id
+    names: dict[str, str] = field(default_factory=dict)  # customer id -> current name
+    customers: Pool = field(default_factory=Pool)  # live, and known to both services
+    new_customers: list[str] = field(default_factory=list)  # registered, not yet synced
+    open_orders: Pool = field(default_factory=Pool)
+    orders_of: dict[str, list[str]] = field(default_factory=dict)  # customer id -> order ids
     closed_orders: list[str] = field(default_factory=list)
     registered: int = 0
     placed: int = 0
@@ -107,7 +137,8 @@ class Shop:
         self.registered += 1
         customer_id = f"c-{self.registered}"
         name = f"{self.rng.choice(FIRST)} {self.rng.choice(LAST)}"
-        self.new_customers[customer_id] = name
+        self.names[customer_id] = name
+        self.new_customers.append(customer_id)
         return d.RegisterCustomer(
             customer_id=customer_id, name=name, address=self._address()
         ), SHOP[0]
@@ -117,44 +148,46 @@ class Shop:
         product = self.rng.choice(list(PRODUCTS))
         command = d.PlaceOrder(
             order_id=f"o-{self.placed}",
-            customer_id=self.rng.choice(list(self.customers)),
+            customer_id=self.customers.draw(self.rng),
             product=product,
             quantity=self.rng.randint(1, 5),
             unit_price=PRODUCTS[product],
         )
-        self.open_orders[command.order_id] = command.customer_id
+        self.open_orders.add(command.order_id)
+        self.orders_of.setdefault(command.customer_id, []).append(command.order_id)
         return command, self.rng.choice(SHOP)
 
     def _ship(self) -> tuple[d.Command, str]:
         if not self.open_orders:
             return self._place()
-        order_id = self.rng.choice(list(self.open_orders))
+        order_id = self.open_orders.draw(self.rng)
         self._close(order_id)
         return d.ShipOrder(order_id=order_id), WAREHOUSE
 
     def _cancel(self) -> tuple[d.Command, str]:
         if not self.open_orders:
             return self._place()
-        order_id = self.rng.choice(list(self.open_orders))
+        order_id = self.open_orders.draw(self.rng)
         self._close(order_id)
         reason = self.rng.choice(("changed their mind", "out of stock", "payment failed"))
         return d.CancelOrder(order_id=order_id, reason=reason), SUPPORT
 
     def _rename(self) -> tuple[d.Command, str]:
-        customer_id = self.rng.choice(list(self.customers))
+        customer_id = self.customers.draw(self.rng)
         name = f"{self.rng.choice(FIRST)} {self.rng.choice(LAST)}-{self.rng.randint(2, 99)}"
-        self.customers[customer_id] = name
+        self.names[customer_id] = name
         return d.RenameCustomer(customer_id=customer_id, name=name), SUPPORT
 
     def _move(self) -> tuple[d.Command, str]:
-        customer_id = self.rng.choice(list(self.customers))
+        customer_id = self.customers.draw(self.rng)
         return d.ChangeCustomerAddress(customer_id=customer_id, address=self._address()), SUPPORT
 
     def _delete(self) -> tuple[d.Command, str]:
-        customer_id = self.rng.choice(list(self.customers))
-        del self.customers[customer_id]
-        for order_id in [o for o, c in self.open_orders.items() if c == customer_id]:
-            self._close(order_id)  # the cascade will cancel it
+        customer_id = self.customers.draw(self.rng)
+        self.customers.remove(customer_id)
+        for order_id in self.orders_of.pop(customer_id, []):
+            if order_id in self.open_orders.index:
+                self._close(order_id)  # the cascade will cancel it
         return d.DeleteCustomer(customer_id=customer_id), SUPPORT
 
     def _mistake(self) -> tuple[d.Command, str]:
@@ -163,10 +196,8 @@ class Shop:
         if choice == 0 and self.closed_orders:
             return d.ShipOrder(order_id=self.rng.choice(self.closed_orders)), WAREHOUSE
         if choice == 1 and self.customers:
-            customer_id = self.rng.choice(list(self.customers))
-            return d.RenameCustomer(
-                customer_id=customer_id, name=self.customers[customer_id]
-            ), SUPPORT
+            customer_id = self.customers.draw(self.rng)
+            return d.RenameCustomer(customer_id=customer_id, name=self.names[customer_id]), SUPPORT
         if choice == 2:
             command = d.PlaceOrder(
                 order_id=f"o-x{self.rng.randrange(10**9)}",
@@ -181,7 +212,7 @@ class Shop:
         ), SUPPORT
 
     def _close(self, order_id: str) -> None:
-        del self.open_orders[order_id]
+        self.open_orders.remove(order_id)
         self.closed_orders.append(order_id)
 
     def _address(self) -> str:
@@ -232,8 +263,9 @@ def generate(
             results = lab.send_many([c for c, _ in drawn], actor=[a for _, a in drawn])
             rejected += sum(result.status == "rejected" for result in results)
             clock.now += timedelta(minutes=shop.rng.randint(30, 720))
-            rejected += lab.sync().delivery.count("rejected")
-            shop.customers.update(shop.new_customers)
+            rejected += deliver(lab.subscription, lab.order).count("rejected")
+            for customer_id in shop.new_customers:
+                shop.customers.add(customer_id)
             shop.new_customers.clear()
         bar.update(_event_count(lab) - bar.n)
         return DemoReport(Path(path), shop.registered, shop.placed, _event_count(lab), rejected)

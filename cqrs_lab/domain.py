@@ -433,12 +433,22 @@ def stream_type_of(message: Command | CustomerEvent | OrderEvent) -> str:
 
 def event_to_payload(event: Event) -> dict[str, Any]:
     """The event's fields as a JSON-ready dict; Decimals become strings such as "19.99"."""
-    return {f.name: _json_ready(getattr(event, f.name)) for f in fields(event)}
+    return {name: _json_ready(getattr(event, name)) for name in _field_names(type(event))}
 
 
 def command_to_payload(command: Command) -> dict[str, Any]:
     """The command's fields as a JSON-ready dict; Decimals become strings such as "19.99"."""
-    return {f.name: _json_ready(getattr(command, f.name)) for f in fields(command)}
+    return {name: _json_ready(getattr(command, name)) for name in _field_names(type(command))}
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    """A dataclass's field names (cached: `fields()` is slow in bulk)."""
+    if cls not in _FIELD_NAMES:
+        _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return _FIELD_NAMES[cls]
 
 
 def _json_ready(value: object) -> object:

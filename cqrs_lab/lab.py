@@ -283,7 +283,7 @@ class Lab:
             (d.CUSTOMER_SERVICE, self.customer_log),
             (d.ORDER_SERVICE, self.order_log),
         ):
-            files = [str(path) for path in log.files()]
+            files = log.file_paths()
             if files:
                 parts.append(f"SELECT '{name}' AS service, * FROM read_parquet(${name}_files)")
                 params[f"{name}_files"] = files

@@ -235,7 +235,7 @@ def catch_up(
         ):
             after, target = done.get(name, 0), targets[name]
             if target > after:
-                files = [str(path) for path in logs[name].files(after=after, upto=target)]
+                files = logs[name].file_paths(after=after, upto=target)
                 con.execute(query, {"files": files, "after": after, "upto": target})
                 con.execute(merge)
                 con.execute(replace)

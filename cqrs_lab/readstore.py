@@ -87,7 +87,7 @@ class ReadStore:
         self.upto = upto  # a fixed cut (time travel), or None: follow the logs' heads
         self.con = connect(lab, persistent=persistent, memory_limit=memory_limit)
         p.create_schema(self.con)
-        self._refresh_events_view()
+        self._events_view_stale = True  # pointed at the current files just before a query
 
     def close(self) -> None:
         """Close the DuckDB connection."""
@@ -96,7 +96,7 @@ class ReadStore:
     def catch_up(self) -> p.CatchUp:
         """Fold the events after each checkpoint (never rescanning history)."""
         result = p.catch_up(self.con, self.logs, upto=self.upto)
-        self._refresh_events_view()
+        self._events_view_stale = True
         return result
 
     def rebuild(self) -> p.CatchUp:
@@ -124,6 +124,8 @@ class ReadStore:
         if len(statements) != 1 or statements[0].type not in READ_ONLY_STATEMENTS:
             kinds = ", ".join(s.type.name for s in statements) or "nothing"
             raise QueryError(f"only one SELECT statement can run here, got: {kinds}")
+        if self._events_view_stale:
+            self._refresh_events_view()
         try:
             return self.con.execute(query, params).df()
         except duckdb.Error as error:
@@ -139,7 +141,7 @@ class ReadStore:
         """Point the `events` view at the logs' current segment files."""
         selects = []
         for name, log in self.logs.items():
-            files = [str(path) for path in log.files()]
+            files = log.file_paths()
             if files:
                 upto = (self.upto or {}).get(name, 2**62)
                 self.con.execute(f"SET VARIABLE {name}_files = ?", [files])  # names: our logs
@@ -147,6 +149,7 @@ class ReadStore:
                 selects.append(EVENTS_SELECT.format(name=name))
         union = "UNION ALL BY NAME".join(selects) if selects else _empty_events(self.con)
         self.con.execute(EVENTS_VIEW.format(selects=union))
+        self._events_view_stale = False
 
 
 def _empty_events(con: duckdb.DuckDBPyConnection) -> str:

@@ -72,7 +72,7 @@ def cut_at_time(
     """Each log's last position recorded at or before `time`."""
     cut = {}
     for name, log in logs.items():
-        files = [str(path) for path in log.files()]
+        files = log.file_paths()
         row = con.execute(CUT_AT_TIME, {"files": files, "time": time}).fetchall() if files else []
         cut[name] = int(row[0][0]) if row else 0
     return cut
@@ -85,7 +85,7 @@ def cut_at_position(
     parts: list[str] = []
     params: dict[str, Any] = {"n": max(0, n)}
     for name, log in logs.items():
-        files = [str(path) for path in log.files()]
+        files = log.file_paths()
         if files:
             parts.append(LOG_TIMES.format(name=name))
             params[f"{name}_files"] = files
@@ -126,7 +126,7 @@ class AsOf:
 
 def history(con: duckdb.DuckDBPyConnection, log: EventLog, stream_id: str) -> pd.DataFrame:
     """One entity's state after each of its events, oldest first."""
-    files = [str(path) for path in log.files()]
+    files = log.file_paths()
     if not files:
         return pd.DataFrame()
     found = con.sql(STREAM_SQL, params={"files": files, "stream_id": stream_id}).to_arrow_table()
