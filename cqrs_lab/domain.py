@@ -451,6 +451,28 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return _FIELD_NAMES[cls]
 
 
+def check_field_types(command: object) -> None:
+    """Raise InvalidCommandError unless `command` is a known command with text in its text fields.
+
+    Rules about numbers (a positive integer quantity, a Decimal price) are `decide`'s, recorded as
+    rejections; this catches input no rule could even read, like a number where a name belongs.
+    """
+    if type(command) not in SERVICE_OF_COMMAND:
+        shown = command.__name__ if isinstance(command, type) else type(command).__name__
+        if isinstance(command, str | int | float):
+            shown = repr(command)
+        raise InvalidCommandError(
+            f"{shown} is not a command the lab knows; send an instance, e.g. "
+            "RegisterCustomer(customer_id='c-1', name='Ada', address='1 Loop Rd')"
+        )
+    for f in fields(command):  # type: ignore[arg-type]
+        value = getattr(command, f.name)
+        if f.type is str and not isinstance(value, str):
+            raise InvalidCommandError(
+                f"{type(command).__name__}: field {f.name!r} must be text, got {value!r}"
+            )
+
+
 def _json_ready(value: object) -> object:
     if isinstance(value, Decimal):
         return str(value)

@@ -176,9 +176,9 @@ class Lab:
         results: list[SendResult | None] = [None] * len(commands)
         by_service: dict[str, list[tuple[int, Envelope]]] = {name: [] for name in SERVICES}
         for index, command in enumerate(commands):
-            if type(command) not in d.SERVICE_OF_COMMAND:
-                raise d.InvalidCommandError(f"{command!r} is not a command the lab knows")
-            command_id = (command_ids[index] if index < len(command_ids) else "") or self.ids()
+            d.check_field_types(command)
+            given = command_ids[index] if index < len(command_ids) else ""
+            command_id = given or self._fresh_command_id()
             envelope = Envelope(
                 command=command,
                 command_id=command_id,
@@ -192,6 +192,16 @@ class Lab:
             for (index, _), result in zip(batch, handled, strict=True):
                 results[index] = result
         return [result for result in results if result is not None]
+
+    def _fresh_command_id(self) -> str:
+        """A new command id; an id generator that repeats used ids is a setup error, said loudly."""
+        command_id = self.ids()
+        if command_id in self.customer.handled or command_id in self.order.handled:
+            raise d.InvalidCommandError(
+                f"the lab's id generator produced {command_id!r}, an id this lab already used "
+                "(was a seeded generator reused when reopening the lab? give it another seed)"
+            )
+        return command_id
 
     def sync(self) -> SyncReport:
         """Deliver pending messages (replica updates, cascades), then catch the read models up.

@@ -122,6 +122,27 @@ POLICIES: dict[str, Callable[[OrderService, RecordedEvent], list[Envelope]]] = {
 }
 
 
+def _until_settled(
+    orders: OrderService,
+    policy: Callable[[OrderService, RecordedEvent], list[Envelope]],
+    event: RecordedEvent,
+) -> list[SendResult]:
+    """Run a policy until it has nothing new to do.
+
+    Between choosing the orders to cancel and committing the cascade, another process may place
+    one more order (decided before it saw the deletion). Looking again after the commit finds it;
+    once the replica says "deleted" no new order can be placed, so this ends.
+    """
+    orders.refresh()
+    results = orders.handle_batch(policy(orders, event))  # re-deliveries report their duplicates
+    while True:
+        orders.refresh()
+        fresh = [e for e in policy(orders, event) if e.command_id not in orders.handled]
+        if not fresh:
+            return results
+        results += orders.handle_batch(fresh)
+
+
 @dataclass(slots=True)
 class DeliveryReport:
     """What one delivery did: events delivered, commands issued and what became of them."""
@@ -165,8 +186,7 @@ def _deliver_batch(
             continue
         report.results += orders.handle_batch(waiting) if waiting else []
         waiting = []
-        orders.refresh()
-        report.results += orders.handle_batch(policy(orders, event))
+        report.results += _until_settled(orders, policy, event)
     if waiting:
         report.results += orders.handle_batch(waiting)
 

@@ -131,6 +131,8 @@ class Service:
             except ConcurrencyError as error:  # another process got there first: look again
                 conflict = error
                 continue
+            if recorded[0].position > self.position + 1:  # others appended since our refresh
+                self._fold_all(self.log.read(after=self.position, upto=recorded[0].position - 1))
             self._fold_all(recorded, plan.decided)
             return _results(plan, recorded)
         assert conflict is not None
@@ -177,7 +179,8 @@ class Service:
                 for event in events:
                     state = self._evolve(state, event)
                 working[stream_id] = state
-            plan.expected.setdefault(stream_id, self.versions.get(stream_id, NO_STREAM))
+            for read in (stream_id, *self._also_read(envelope.command)):
+                plan.expected.setdefault(read, self.versions.get(read, NO_STREAM))
             plan.events += [_new_event(envelope, stream_id, stream_type, e) for e in events]
             plan.decided += events
         return plan
@@ -190,6 +193,10 @@ class Service:
         return [rejected], f"rejection-{envelope.command_id}", REJECTION_STREAM_TYPE
 
     # The hooks each service fills in.
+    def _also_read(self, command: Any) -> tuple[str, ...]:
+        """Other streams a decision depends on: the append expects them unchanged too."""
+        return ()
+
     def _stream_of(self, command: Any) -> tuple[str, str]:
         return d.stream_id_of(command), d.stream_type_of(command)
 
@@ -227,6 +234,7 @@ class OrderService(Service):
 
     def replica(self, customer_id: str) -> d.Customer | None:
         """What the Order service knows of a customer."""
+        self.refresh()
         state = self.states.get(f"replica-customer-{customer_id}")
         return state if isinstance(state, d.Customer) else None
 
@@ -234,6 +242,13 @@ class OrderService(Service):
         if isinstance(command, ReplicateCustomer):
             return f"replica-customer-{command.source.customer_id}", REPLICA_STREAM_TYPE
         return super()._stream_of(command)
+
+    def _also_read(self, command: Any) -> tuple[str, ...]:
+        # An order is placed on what the replica says of its customer: if a sync in another
+        # process changes that replica (a deletion) before we append, our append must fail.
+        if isinstance(command, d.PlaceOrder):
+            return (f"replica-customer-{command.customer_id}",)
+        return ()
 
     def _decide(self, state: Any, command: Any, working: dict[str, Any]) -> list[Any]:
         if isinstance(command, ReplicateCustomer):
@@ -258,6 +273,7 @@ class OrderService(Service):
 
     def orders(self, customer_id: str) -> list[d.Order]:
         """The orders a customer placed, as the Order service knows them now."""
+        self.refresh()
         return [
             self.states[f"order-{order_id}"] for order_id in self.orders_of.get(customer_id, [])
         ]
