@@ -87,6 +87,7 @@ SELECT any_value(p.customer_id) AS customer_id,
        arg_max(p.address, position)
            FILTER (WHERE event_type IN ('CustomerRegistered', 'CustomerAddressChanged')) AS address,
        bool_or(event_type = 'CustomerDeleted') AS deleted,
+       bool_or(event_type = 'CustomerRenamed') AS renamed,
        min(recorded_at) FILTER (WHERE event_type = 'CustomerRegistered') AS registered_at,
        max(recorded_at) FILTER (WHERE event_type = 'CustomerDeleted') AS deleted_at,
        max(recorded_at) AS updated_at,
@@ -180,7 +181,10 @@ SET customer_name = c.name
 FROM customer_delta AS d
 JOIN customers AS c USING (customer_id)
 WHERE orders.customer_id = d.customer_id
-  AND d.name IS NOT NULL
+  AND d.renamed
+"""
+ANY_RENAMED = """
+SELECT count(*) FROM customer_delta WHERE renamed
 """
 CLEAR_CHECKPOINT = """
 DELETE FROM read_model_checkpoints WHERE log = $log
@@ -249,8 +253,8 @@ def catch_up(
                 con.execute(query, {"files": files, "after": after, "upto": target})
                 con.execute(merge)
                 con.execute(replace)
-                if name == "customer":
-                    con.execute(RENAME_IN_ORDERS)
+                if name == "customer" and con.execute(ANY_RENAMED).fetchall()[0][0]:
+                    con.execute(RENAME_IN_ORDERS)  # the denormalised names, only if any changed
             con.execute(CLEAR_CHECKPOINT, {"log": name})
             con.execute(SET_CHECKPOINT, {"log": name, "position": max(target, after)})
         con.execute("COMMIT")
