@@ -81,7 +81,10 @@ def cmd_log_compact(args: argparse.Namespace) -> int:
     """Compact each log."""
     for folder in log_folders(args.path):
         with EventLog.open(folder) as log:
-            print(f"{folder}: {log.compact(target_rows=args.target_rows)}")
+            report = log.compact(
+                target_rows=args.target_rows, keep_replaced_for=args.keep_replaced_for
+            )
+            print(f"{folder}: {report}")
     return 0
 
 
@@ -201,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         if name == "compact":
             sub.add_argument("--target-rows", type=int, default=1_000_000, metavar="N")
+            sub.add_argument(
+                "--keep-replaced-for",
+                type=float,
+                default=60.0,
+                metavar="SECONDS",
+                help="keep replaced segments this long for queries already running (default 60)",
+            )
     send = commands.add_parser(
         "send",
         help="send one command to a lab",

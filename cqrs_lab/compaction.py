@@ -2,9 +2,12 @@
 
 Many one-commit files make every scan pay per-file costs; a few wide files with large row groups
 scan at DuckDB's full speed. The steps are ordered so a crash anywhere leaves a readable log:
-write the wide segment (temp, fsync, link), record it in HEAD, then delete the narrow ones. A
-reader that lists the folder in between sees both and takes the wide one (the widest cover);
-a writer's recovery removes narrow files that a recorded wide one supersedes.
+write the wide segment (temp, fsync, link), record it in HEAD, then delete the narrow ones (after
+a grace period: `KEEP_REPLACED_SECONDS`, like Delta Lake's vacuum retention).
+Readers take the widest cover of what HEAD records, so they switch to the wide segment as soon
+as its line is there; a reader that was about to open a narrow one just deleted goes on from the
+wide one (`EventLog.scan`). A writer's recovery removes narrow files a recorded wide one replaced,
+and rolls back a wide file a killed compaction published but never recorded.
 """
 
 from __future__ import annotations
@@ -50,19 +53,25 @@ def plan(chosen: list[fmt.Segment], target_rows: int) -> list[list[fmt.Segment]]
     return [run for run in runs if len(run) > 1]
 
 
-def compact(log: EventLog, *, target_rows: int) -> CompactionReport:
-    """Merge small segments of `log`; the caller holds the log's lock."""
+def compact(log: EventLog, *, target_rows: int, keep_replaced_for: float) -> CompactionReport:
+    """Merge small segments of `log`; the caller holds the log's lock.
+
+    The segments a merge replaces are deleted by a later compaction or recovery, once they have
+    been replaced for `keep_replaced_for` seconds (0: at once), so that a query handed the old
+    file list just before still finds its files.
+    """
     state = log._writer_state()
     state.refresh()
-    chosen, _ = fmt.cover(fmt.list_folder(log.events_dir)[0])
+    entries = fmt.parse_ledger(log.head_path.read_bytes())[0]
+    chosen = fmt.recorded_cover(entries)
     report = CompactionReport(len(chosen), len(chosen))
-    recorded = {e.segment.name: e for e in fmt.parse_ledger(log.head_path.read_bytes())[0]}
+    recorded = {e.segment.name: e for e in entries}
     for run in plan(chosen, target_rows):
         table = pa.concat_tables([_read_checked(log, seg, recorded) for seg in run])
         name = state.publish(table, row_group_size=fmt.COMPACT_ROW_GROUP)
-        state.remove([seg.name for seg in run])
         report.written.append(name)
         report.segments_after -= len(run) - 1
+    state.remove_replaced(older_than=keep_replaced_for)
     return report
 
 

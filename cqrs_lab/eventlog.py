@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import bisect
 import json
-import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -158,11 +157,7 @@ class EventLog:
         self.ids: IdGenerator = ids or random_ids
         self._lock = FileLock(path / fmt.LOCK_FILE, timeout=lock_timeout)
         self._writer: WriterState | None = None
-        self._head_seen = (-1, 0)  # HEAD's size when last read, and its committed position
-        self._listed: list[fmt.Segment] | None = None
-        self._listed_end = 0
-        self._listed_paths: list[str] = []  # aligned with _listed
-        self._listed_lasts: list[int] = []
+        self._ledger = fmt.LedgerView(path)  # what readers read: the segments HEAD records
 
     @classmethod
     def create(
@@ -227,12 +222,10 @@ class EventLog:
                 state.refresh()
                 table = self._stamp(state, columns, expected)
                 try:
-                    name = state.publish(table)
+                    state.publish(table)
                 except FileExistsError:  # a killed writer left a published, unrecorded segment
                     state.recover()
-                    self._listed = None
                     continue
-                self._remember(fmt.parse_segment(name))
                 return Commit(table)
         raise CorruptLogError(f"{self.events_dir}: could not publish after recovery; run verify")
 
@@ -298,34 +291,13 @@ class EventLog:
 
     def committed_position(self) -> int:
         """The highest position recorded in HEAD: cheap (a stat; HEAD's end is read if it grew)."""
-        size = os.stat(self.head_path).st_size
-        if size != self._head_seen[0]:
-            with open(self.head_path, "rb") as head:
-                head.seek(max(0, size - 4096))
-                tail = head.read()
-            entries, _, _ = fmt.parse_ledger(tail[tail.find(b"\n") + 1 :] if size > 4096 else tail)
-            top = fmt.anchor(entries)
-            self._head_seen = (size, top.segment.last if top else 0)
-        return self._head_seen[1]
+        self._ledger.refresh()
+        return self._ledger.head
 
-    def _cover(self, *, fresh: bool = False) -> list[fmt.Segment]:
-        """The segments readers read. The folder is listed again only when HEAD has moved past
-        the last listing (or `fresh`): with thousands of small segments, listing is the cost."""
-        if fresh or self._listed is None or self._listed_end < self.committed_position():
-            self._listed, _ = fmt.cover(fmt.list_folder(self.events_dir)[0])
-            self._listed_end = self._listed[-1].last if self._listed else 0
-            folder = str(self.events_dir)
-            self._listed_paths = [f"{folder}/{seg.name}" for seg in self._listed]
-            self._listed_lasts = [seg.last for seg in self._listed]
-        return self._listed
-
-    def _remember(self, published: fmt.Segment | None) -> None:
-        """Extend the cached listing with a segment this process just published."""
-        if self._listed is not None and published and published.first == self._listed_end + 1:
-            self._listed.append(published)
-            self._listed_end = published.last
-            self._listed_paths.append(f"{self.events_dir}/{published.name}")
-            self._listed_lasts.append(published.last)
+    def _cover(self) -> list[fmt.Segment]:
+        """The segments readers read: HEAD's cover (never a folder listing)."""
+        self._ledger.refresh()
+        return self._ledger.chosen
 
     def files(self, *, after: int | None = None, upto: int | None = None) -> list[Path]:
         """The segment files to scan, in position order (for DuckDB's `read_parquet([...])`)."""
@@ -333,13 +305,13 @@ class EventLog:
 
     def file_paths(self, *, after: int | None = None, upto: int | None = None) -> list[str]:
         """`files()` as strings, found by binary search: cheap with thousands of segments."""
-        chosen = self._cover()
-        start = bisect.bisect_right(self._listed_lasts, after) if after is not None else 0
+        chosen, lasts = self._cover(), self._ledger.lasts
+        start = bisect.bisect_right(lasts, after) if after is not None else 0
         stop = len(chosen)
         if upto is not None:
-            stop = bisect.bisect_right(self._listed_lasts, upto)
+            stop = bisect.bisect_right(lasts, upto)
             stop += stop < len(chosen) and chosen[stop].first <= upto
-        return self._listed_paths[start:stop]
+        return self._ledger.paths[start:stop]
 
     def scan(
         self,
@@ -356,20 +328,38 @@ class EventLog:
         """
         wanted = list(columns) if columns is not None else list(fmt.COLUMNS)
         needed = list(dict.fromkeys([*wanted, "position", "stream_id", "recorded_at"]))
-        for _ in range(5):  # a compaction may replace files between listing and reading
-            try:
-                paths = self.file_paths(after=after, upto=upto)
-                parts = [_read_file(Path(path), needed) for path in paths]
-                break
-            except FileNotFoundError:
-                self._cover(fresh=True)
-        else:
-            raise CorruptLogError(f"{self.events_dir}: segments kept vanishing while reading")
+        parts = self._read_range(after or 0, upto, needed)
         table = pa.concat_tables(parts) if parts else fmt.SCHEMA.empty_table().select(needed)
         mask = _filter_mask(table, stream_id=stream_id, after=after, upto=upto, until=until)
         if mask is not None:
             table = table.filter(mask)
         return table.select(wanted)
+
+    def _read_range(self, done: int, upto: int | None, columns: list[str]) -> list[pa.Table]:
+        """Segments after position `done`, in order. A compaction may delete a file we were about
+        to read: then HEAD names the wide file that replaced it, and we go on from where we got."""
+        parts: list[pa.Table] = []
+        end = self._cover()[-1].last if self._cover() else 0
+        end = min(end, upto) if upto is not None else end
+        misses = 0
+        while done < end:
+            chosen = self._cover()
+            at = bisect.bisect_right(self._ledger.lasts, done)
+            if at == len(chosen):
+                break
+            try:
+                table = _read_file(Path(self._ledger.paths[at]), columns)
+            except FileNotFoundError:
+                misses += 1
+                if misses > 100:  # not a compaction: a recorded segment is gone
+                    missing = self._ledger.paths[at]
+                    raise CorruptLogError(f"{missing}: recorded in HEAD but missing") from None
+                continue
+            if chosen[at].first <= done:
+                table = table.filter(pc.greater(table["position"], done))
+            parts.append(table)
+            done = chosen[at].last
+        return parts
 
     def read(
         self,
@@ -414,41 +404,49 @@ class EventLog:
         """Check every segment, row, hash and the HEAD anchor; returns a VerifyReport."""
         return verify_log(self.path)
 
-    def compact(self, *, target_rows: int = 1_000_000) -> CompactionReport:
-        """Merge runs of small segments into ones of up to `target_rows` rows, under the lock."""
+    def compact(
+        self,
+        *,
+        target_rows: int = 1_000_000,
+        keep_replaced_for: float = fmt.KEEP_REPLACED_SECONDS,
+    ) -> CompactionReport:
+        """Merge runs of small segments into ones of up to `target_rows` rows, under the lock.
+
+        Replaced segments are deleted once replaced for `keep_replaced_for` seconds (0: now).
+        """
         with self._lock:
             self._writer_state().recover()
-            report = compact(self, target_rows=target_rows)
-        self._listed = None
-        return report
+            return compact(self, target_rows=target_rows, keep_replaced_for=keep_replaced_for)
 
     def recover(self) -> list[str]:
         """Tidy up after a killed writer (under the lock); returns what was done."""
         with self._lock:
-            actions = self._writer_state().recover()
-        self._listed = None
-        return actions
+            return self._writer_state().recover()
 
     def _warn_about_strays(self) -> None:
         segments, temps, unknown = fmt.list_folder(self.events_dir)
-        _, left_out = fmt.cover(segments)
+        recorded = {entry.segment.name for entry in self._ledger_entries()}
         for name in temps:
             warnings.warn(
-                f"{self.events_dir / name}: leftover of an interrupted commit; it is never read "
-                "and the next append or `cqrs-lab log verify` names it",
+                f"{self.events_dir / name}: leftover of an interrupted commit; never read, "
+                "and the next append removes it",
                 stacklevel=3,
             )
         for name in unknown:
             warnings.warn(
                 f"{self.events_dir / name}: not a segment of this log; ignored", stacklevel=3
             )
-        chosen_end = max((s.last for s in fmt.cover(segments)[0]), default=0)
-        for seg in left_out:
-            if seg.first > chosen_end:
+        for seg in segments:
+            if seg.name not in recorded:
                 warnings.warn(
-                    f"{self.events_dir / seg.name}: segment after a gap in positions; not read",
+                    f"{self.events_dir / seg.name}: not recorded in HEAD (a commit killed before "
+                    "it was recorded, or a foreign file); never read",
                     stacklevel=3,
                 )
+
+    def _ledger_entries(self) -> list[fmt.LedgerEntry]:
+        self._ledger.refresh()
+        return self._ledger.entries
 
 
 _UNHASHED = fmt.SCHEMA.set(len(fmt.COLUMNS) - 1, pa.field("hash", pa.binary(32)))

@@ -58,6 +58,9 @@ SEGMENT_NAME = re.compile(r"(\d{12,})-(\d{12,})\.parquet")  # always used with f
 TEMP_NAME = re.compile(r"\..+\.tmp")
 LEDGER_LINE = re.compile(r"(\S+\.parquet) ([0-9a-f]{64}) ([0-9a-f]{64})")
 
+# A query may be handed a list of files before a compaction replaces some of them, and DuckDB
+# opens them only when it runs: replaced segments stay this long before anyone deletes them.
+KEEP_REPLACED_SECONDS = 60.0
 SMALL_ROW_GROUP = 64 * 1024
 COMPACT_ROW_GROUP = 128 * 1024
 
@@ -150,6 +153,61 @@ def parse_ledger(data: bytes) -> tuple[list[LedgerEntry], list[str], bool]:
         else:
             entries.append(LedgerEntry(seg, match[2], match[3]))
     return entries, bad, tail != ""
+
+
+def recorded_cover(entries: Sequence[LedgerEntry]) -> list[Segment]:
+    """What readers read: the widest gap-free cover of the segments HEAD records."""
+    return cover({entry.segment for entry in entries})[0]
+
+
+class LedgerView:
+    """HEAD as a reader sees it: read again only where it grew, and the cover it records.
+
+    HEAD is the commit point: a segment counts once its line is there. A reader never lists the
+    folder, so a segment a killed writer published but never recorded is never read (the next
+    writer removes it), and one reader's listing can never go stale behind another process's
+    compaction: the compaction's own line changes HEAD.
+    """
+
+    def __init__(self, log: Path) -> None:
+        self.path, self.folder = log / HEAD_FILE, str(log / EVENTS_DIR)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.size = 0  # bytes of complete lines taken in
+        self.entries: list[LedgerEntry] = []
+        self.chosen: list[Segment] = []  # the cover, in position order
+        self.paths: list[str] = []  # the cover's files, aligned with `chosen`
+        self.lasts: list[int] = []  # the cover's last positions, for binary search
+        self.head = 0  # the highest recorded position
+
+    def refresh(self) -> None:
+        """Take in lines added since the last call (a no-op costs one stat)."""
+        size = self.path.stat().st_size
+        if size == self.size:
+            return
+        if size < self.size:  # HEAD was cut back (only tampering does that): start over
+            self._reset()
+        with open(self.path, "rb") as head:
+            head.seek(self.size)
+            data = head.read(size - self.size)
+        complete = data[: data.rfind(b"\n") + 1]
+        fresh, _, _ = parse_ledger(complete)
+        self.size += len(complete)
+        self.entries += fresh
+        end = self.chosen[-1].last if self.chosen else 0
+        for entry in fresh:
+            seg = entry.segment
+            self.head = max(self.head, seg.last)
+            if seg.first == end + 1:  # a commit: extends the cover
+                self.chosen.append(seg)
+                self.paths.append(f"{self.folder}/{seg.name}")
+                self.lasts.append(seg.last)
+            else:  # a compaction (or something odd): work the cover out again
+                self.chosen = recorded_cover(self.entries)
+                self.paths = [f"{self.folder}/{c.name}" for c in self.chosen]
+                self.lasts = [c.last for c in self.chosen]
+            end = self.chosen[-1].last if self.chosen else 0
 
 
 def anchor(entries: Sequence[LedgerEntry]) -> LedgerEntry | None:

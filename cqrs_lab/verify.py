@@ -66,29 +66,37 @@ def verify_log(path: Path) -> VerifyReport:
         report.findings.append(Finding(fmt.HEAD_FILE, f"malformed line {line[:80]!r}"))
     if torn:
         report.notices.append(Finding(fmt.HEAD_FILE, "torn last line of an interrupted commit"))
-    chosen, left_out = fmt.cover(segments)
-    _check_layout(report, chosen, left_out)
-    _check_rows(report, events_dir, chosen, entries)
+    chosen = fmt.recorded_cover(entries)
+    _check_layout(report, segments, entries, chosen)
+    _check_rows(report, events_dir, chosen, entries, {seg.name for seg in segments})
     _check_anchor(report, chosen, entries)
     return report
 
 
 def _check_layout(
-    report: VerifyReport, chosen: list[fmt.Segment], left_out: list[fmt.Segment]
+    report: VerifyReport,
+    segments: list[fmt.Segment],
+    entries: list[fmt.LedgerEntry],
+    chosen: list[fmt.Segment],
 ) -> None:
-    """Gaps, and segments that are neither part of the cover nor superseded by it."""
-    end = chosen[-1].last if chosen else 0
-    for seg in left_out:
-        inside = any(c.first <= seg.first and seg.last <= c.last for c in chosen)
-        if inside:
-            report.notices.append(Finding(seg.name, "superseded by a compacted segment"))
-        elif seg.first > end + 1:
-            report.findings.append(
-                Finding(seg.name, f"positions {end + 1}..{seg.first - 1} are missing before it")
-            )
-        else:
-            report.findings.append(Finding(seg.name, "overlaps other segments without matching"))
-    report.segments, report.events = len(chosen), end
+    """Segment files HEAD does not record, or records but no longer reads."""
+    recorded = {entry.segment.name for entry in entries}
+    head = fmt.anchor(entries)
+    next_position = (head.segment.last if head else 0) + 1
+    for seg in segments:
+        if seg.name not in recorded and seg.first <= next_position:
+            report.notices.append(
+                Finding(seg.name, "not recorded in HEAD: a commit killed before it was recorded; "
+                        "never read, and the next writer removes it")
+            )  # fmt: skip
+        elif seg.name not in recorded:  # no commit of ours could have started there
+            missing = f"positions {next_position}..{seg.first - 1} are missing before it"
+            report.findings.append(Finding(seg.name, f"not recorded in HEAD, and {missing}"))
+        elif seg not in chosen:
+            inside = any(c.first <= seg.first and seg.last <= c.last for c in chosen)
+            message = "superseded by a compacted segment" if inside else "outside the log's cover"
+            (report.notices if inside else report.findings).append(Finding(seg.name, message))
+    report.segments, report.events = len(chosen), chosen[-1].last if chosen else 0
 
 
 def _check_rows(
@@ -96,31 +104,30 @@ def _check_rows(
     events_dir: Path,
     chosen: list[fmt.Segment],
     entries: list[fmt.LedgerEntry],
+    existing: set[str],
 ) -> None:
     """File digests, positions, versions and the hash chain, segment by segment."""
     recorded = {entry.segment.name: entry for entry in entries}
     versions: dict[str, int] = {}
     previous = fmt.GENESIS
     for seg in chosen:
+        entry = recorded[seg.name]
+        if seg.name not in existing:
+            gone = f"recorded in HEAD but gone: positions {seg.first}..{seg.last} are missing"
+            report.findings.append(Finding(seg.name, gone, seg.first))
+            previous = bytes.fromhex(entry.last_hash)
+            continue
         data = (events_dir / seg.name).read_bytes()
-        entry = recorded.get(seg.name)
-        if entry is None:
-            report.notices.append(
-                Finding(seg.name, "not yet recorded in HEAD (interrupted commit)")
-            )
-        elif entry.file_digest != fmt.file_digest(data):
+        if entry.file_digest != fmt.file_digest(data):
             report.findings.append(Finding(seg.name, "bytes differ from those recorded at commit"))
         try:
             table = fmt.decode_segment(data)
-        except (pa.ArrowInvalid, OSError) as error:
+        except (pa.ArrowInvalid, OSError, ValueError) as error:
             report.findings.append(Finding(seg.name, f"unreadable (torn or tampered): {error}"))
-            previous = bytes.fromhex(entry.last_hash) if entry else previous
-            continue
-        if table.schema != fmt.SCHEMA:
-            report.findings.append(Finding(seg.name, "columns differ from the event row schema"))
+            previous = bytes.fromhex(entry.last_hash)
             continue
         previous = _check_table(report, seg, table, versions, previous)
-        if entry is not None and previous.hex() != entry.last_hash:
+        if previous.hex() != entry.last_hash:
             report.findings.append(Finding(seg.name, "last row's hash differs from HEAD's record"))
 
 

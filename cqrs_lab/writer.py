@@ -8,6 +8,7 @@ unchanged knows no other process has committed, so a commit costs no folder list
 from __future__ import annotations
 
 import os
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -136,10 +137,15 @@ class WriterState:
         self._loaded = True
 
     def _absorb_cover(self) -> None:
-        segments, _, _ = fmt.list_folder(self.events_dir)
-        for seg in fmt.cover(segments)[0]:
+        for seg in fmt.recorded_cover(fmt.parse_ledger(self._ledger_bytes())[0]):
             if seg.last > self.position:
-                self._absorb(self._read(seg.name))
+                try:
+                    self._absorb(self._read(seg.name))
+                except FileNotFoundError:
+                    raise CorruptLogError(
+                        f"{self.events_dir / seg.name} is recorded in HEAD but missing (positions "
+                        f"{seg.first}..{seg.last}); run `cqrs-lab log verify`"
+                    ) from None
 
     def _read(self, name: str) -> pa.Table:
         path = self.events_dir / name
@@ -194,6 +200,18 @@ class WriterState:
         self._absorb(table)
         return name
 
+    def remove_replaced(self, *, older_than: float) -> list[str]:
+        """Delete segments a recorded compaction replaced at least `older_than` seconds ago."""
+        entries = fmt.parse_ledger(self._ledger_bytes())[0]
+        chosen, now, removed = fmt.recorded_cover(entries), time.time(), []
+        segments, _, _ = fmt.list_folder(self.events_dir)
+        for seg in segments:
+            wider = [c for c in chosen if c.first <= seg.first and seg.last <= c.last and c != seg]
+            if wider and now - (self.events_dir / wider[0].name).stat().st_mtime >= older_than:
+                removed.append(seg.name)
+        self.remove(removed)
+        return [f"removed {name}, replaced by a compacted segment" for name in removed]
+
     def remove(self, names: list[str]) -> None:
         """Delete segments that a recorded wider segment supersedes, durably."""
         for name in names:
@@ -218,8 +236,10 @@ class WriterState:
     def recover(self) -> list[str]:
         """Tidy up what killed writers left: temp files, a torn HEAD line, unrecorded segments.
 
-        A segment that was published but not yet recorded in HEAD is adopted when its hashes chain
-        on from the segment before it: it was complete and durable before its link existed.
+        HEAD is the commit point. A segment published by a writer killed before it recorded the
+        segment in HEAD was never acknowledged and never read: it is rolled back (deleted), so the
+        next commit can take its positions. Narrow segments that a recorded compaction replaced
+        are deleted too.
         """
         actions: list[str] = []
         segments, temps, _ = fmt.list_folder(self.events_dir)
@@ -231,50 +251,13 @@ class WriterState:
         if torn:
             os.ftruncate(self._head_fd, data.rfind(b"\n") + 1)
             actions.append(f"cut a torn last line from {self.head_path.name}")
-        chosen, left_out = fmt.cover(segments)
-        actions += self._adopt_unrecorded(chosen, entries)
-        for seg in left_out:
-            if any(c.first <= seg.first and seg.last <= c.last for c in chosen):
+        recorded = {entry.segment.name for entry in entries}
+        for seg in segments:
+            if seg.name not in recorded:
                 (self.events_dir / seg.name).unlink(missing_ok=True)
-                actions.append(f"removed {seg.name}, superseded by a compacted segment")
+                actions.append(f"rolled back {seg.name}: its commit was killed before HEAD")
         if actions:
             os.fsync(self._dir_fd)
+        actions += self.remove_replaced(older_than=fmt.KEEP_REPLACED_SECONDS)
         self._ledger_size = self._ledger_length()
-        if self._loaded:  # a running writer takes in what it just adopted
-            self._absorb_cover()
         return actions
-
-    def _adopt_unrecorded(
-        self, chosen: list[fmt.Segment], entries: list[fmt.LedgerEntry]
-    ) -> list[str]:
-        recorded = {entry.segment.name: entry for entry in entries}
-        hash_at = {entry.segment.last: entry.last_hash for entry in entries}
-        actions, previous = [], fmt.GENESIS
-        for seg in chosen:
-            if seg.name in recorded:
-                previous = bytes.fromhex(recorded[seg.name].last_hash)
-                continue
-            data = (self.events_dir / seg.name).read_bytes()
-            hashes = chained_hashes_if_valid(data, seg, previous)
-            if hashes is None or hash_at.get(seg.last, hashes[-1].hex()) != hashes[-1].hex():
-                raise CorruptLogError(
-                    f"{self.events_dir / seg.name}: not recorded in HEAD and its rows do not chain "
-                    "on from the segment before it; run `cqrs-lab log verify`"
-                )
-            self._record(fmt.LedgerEntry(seg, fmt.file_digest(data), hashes[-1].hex()))
-            actions.append(f"adopted {seg.name}, published by an interrupted commit")
-            previous = hashes[-1]
-        return actions
-
-
-def chained_hashes_if_valid(data: bytes, seg: fmt.Segment, previous: bytes) -> list[bytes] | None:
-    """The segment's row hashes if its rows, positions and hashes are intact, else None."""
-    try:
-        table = fmt.decode_segment(data)
-    except (pa.ArrowInvalid, OSError):
-        return None
-    positions = table["position"].to_pylist()
-    if positions != list(range(seg.first, seg.last + 1)):
-        return None
-    hashes = list(fmt.chain(fmt.canonical_rows(table), previous))
-    return hashes if hashes == table["hash"].to_pylist() else None

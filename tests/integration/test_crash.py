@@ -364,8 +364,9 @@ def test_a_writer_killed_at_each_step_leaves_a_log_the_next_writer_continues(
             job, path, tag="dying", versions={"hot-0": 6}, size=3, rows=3, die_at=step
         )
         assert forks.reap(child) == KILLED, forks.errors(child.stderr_from)
-        # Once linked, a commit is visible (and adopted later); a compaction changes no event.
-        visible = 6 + 3 * (job == "writer" and step != "written")
+        # A commit counts once HEAD records it (one killed before that is rolled back, never
+        # read); a compaction changes no event.
+        visible = 6 + 3 * (job == "writer" and step == "recorded")
         writer = (
             live if next_writer == "live instance" else stack.enter_context(open_after_crash(path))
         )
