@@ -7,6 +7,7 @@ thing and exit with status 2; `log verify` exits 1 when it finds a problem.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 import warnings
@@ -264,13 +265,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         for warning in caught:
             print(f"warning: {warning.message}", file=sys.stderr)
         return status
-    except (
-        CqrsLabError,
-        duckdb.Error,
-    ) as error:  # a user's mistake or a damaged file: no traceback
-        print(f"cqrs-lab: error: {error}", file=sys.stderr)
+    except (CqrsLabError, duckdb.Error) as error:  # a user's mistake or a damaged file
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        print(f"cqrs-lab: error: {lines[0]}", file=sys.stderr)  # one line, no traceback
         return 2
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The `cqrs-lab` console script."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `cqrs-lab ... | head` just stops quietly
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

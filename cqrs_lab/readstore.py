@@ -12,6 +12,8 @@ from undoing that. `sql()` also runs only SELECT statements, checked by DuckDB's
 
 from __future__ import annotations
 
+import re
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,8 @@ from cqrs_lab.errors import CqrsLabError, StoreLockedError
 from cqrs_lab.eventlog import EventLog
 from cqrs_lab.segments import SCHEMA
 
-READ_ONLY_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+# Only SELECT: EXPLAIN ANALYZE would run whatever statement it wraps.
+READ_ONLY_STATEMENTS = {duckdb.StatementType.SELECT}
 EVENTS_VIEW = """
 CREATE OR REPLACE VIEW events AS
 {selects}
@@ -60,9 +63,13 @@ def connect(lab: Path, *, persistent: bool, memory_limit: str) -> duckdb.DuckDBP
             f"the read store {database} is in use by another process ({error}); close the other "
             "notebook or process, or open the lab without persistent=True (an in-memory store)"
         ) from None
+    # DuckDB spills large folds to its temp directory and allows reading it; by default that is
+    # `.tmp` under the working directory, which may hold anything: give it a folder of its own.
+    spill = tempfile.mkdtemp(prefix="cqrs-lab-duckdb-")
     for setting, value in (
         ("TimeZone", "UTC"),
         ("memory_limit", memory_limit),
+        ("temp_directory", spill),
         ("allowed_directories", [str(lab.resolve()) + "/"]),
         ("enable_external_access", False),
         ("lock_configuration", True),
@@ -121,13 +128,14 @@ class ReadStore:
             statements = duckdb.extract_statements(query)
         except duckdb.Error as error:
             raise QueryError(f"{error}") from None
-        if len(statements) != 1 or statements[0].type not in READ_ONLY_STATEMENTS:
+        if len(statements) != 1 or not _read_only(statements[0]):
             kinds = ", ".join(s.type.name for s in statements) or "nothing"
             raise QueryError(f"only one SELECT statement can run here, got: {kinds}")
         if self._events_view_stale:
             self._refresh_events_view()
-        try:
-            return self.con.execute(query, params).df()
+        try:  # through Arrow, so DECIMAL columns stay exact Decimals (`.df()` makes floats)
+            frame: pd.DataFrame = self.con.sql(query, params=params).to_arrow_table().to_pandas()
+            return frame
         except duckdb.Error as error:
             raise QueryError(f"{type(error).__name__}: {error}") from None
 
@@ -150,6 +158,19 @@ class ReadStore:
         union = "UNION ALL BY NAME".join(selects) if selects else _empty_events(self.con)
         self.con.execute(EVENTS_VIEW.format(selects=union))
         self._events_view_stale = False
+
+
+def _read_only(statement: duckdb.Statement) -> bool:
+    """A SELECT, or a plain EXPLAIN of one (EXPLAIN ANALYZE runs the statement it wraps)."""
+    if statement.type in READ_ONLY_STATEMENTS:
+        return True
+    if statement.type != duckdb.StatementType.EXPLAIN:
+        return False
+    inner = re.sub(r"^\s*explain\s+", "", statement.query, flags=re.IGNORECASE)
+    if re.match(r"(analy[sz]e|\()", inner, flags=re.IGNORECASE):
+        return False
+    wrapped = duckdb.extract_statements(inner)
+    return len(wrapped) == 1 and wrapped[0].type in READ_ONLY_STATEMENTS
 
 
 def _empty_events(con: duckdb.DuckDBPyConnection) -> str:
