@@ -20,11 +20,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import eventlog_bench
+import projections_bench
+import services_bench
 from harness import Context, machine_facts, save_results, summary_table
 
-# benchmark name -> its parts (add later issues' benchmarks here: projections, messaging, ...)
+# benchmark name -> its parts (add later issues' benchmarks here)
 BENCHMARKS: dict[str, dict[str, Callable[[Context], None]]] = {
     "eventlog": eventlog_bench.PARTS,
+    "services": services_bench.PARTS,
+    "projections": projections_bench.PARTS,
 }
 
 
