@@ -268,6 +268,8 @@ def generate(
                 shop.customers.add(customer_id)
             shop.new_customers.clear()
         bar.update(_event_count(lab) - bar.n)
+        for log in (lab.customer_log, lab.order_log):  # one file per round is slow to open
+            log.compact(keep_replaced_for=0)  # a new lab: no query can hold the old files
         return DemoReport(Path(path), shop.registered, shop.placed, _event_count(lab), rejected)
 
 

@@ -487,6 +487,26 @@ def event_from_payload(event_type: str, payload: Mapping[str, Any]) -> Event:
     return cls(**_parse_fields(cls, payload, InvalidEventError))
 
 
+def event_from_log(event_type: str, data: dict[str, Any]) -> Event:
+    """An event as the log recorded it (written by `event_to_payload`): rebuilt without the field
+    checks raw input needs, so a service can fold a long history quickly."""
+    cls = EVENTS.get(event_type)
+    if cls is None:
+        return event_from_payload(event_type, data)  # raises, naming the unknown type
+    for name in _decimal_fields(cls):
+        data[name] = Decimal(data[name])
+    return cls(**data)
+
+
+_DECIMAL_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _decimal_fields(cls: type) -> tuple[str, ...]:
+    if cls not in _DECIMAL_FIELDS:
+        _DECIMAL_FIELDS[cls] = tuple(f.name for f in fields(cls) if f.type is Decimal)
+    return _DECIMAL_FIELDS[cls]
+
+
 def command_from_payload(command_type: str, payload: Mapping[str, Any]) -> Command:
     """Build a command from raw values (strings from a form or the CLI), converting each field."""
     if command_type not in COMMANDS:

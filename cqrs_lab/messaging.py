@@ -89,7 +89,7 @@ def _envelope(
 
 def replicate_customer(orders: OrderService, event: RecordedEvent) -> list[Envelope]:
     """Any Customer event: update the Order service's replica of that customer."""
-    source = d.event_from_payload(event.event_type, event.data)
+    source = d.event_from_log(event.event_type, event.data)
     assert isinstance(source, d.CUSTOMER_EVENTS)
     return [
         _envelope(

@@ -155,7 +155,7 @@ class Service:
             if event.stream_type != REJECTION_STREAM_TYPE:
                 domain_event = decided[index] if decided else None
                 if domain_event is None:
-                    domain_event = d.event_from_payload(event.event_type, event.data)
+                    domain_event = d.event_from_log(event.event_type, event.data)
                 self._fold(event, domain_event)
             self.position = event.position
 

@@ -48,6 +48,7 @@ from cqrs_lab.domain import (
     command_to_payload,
     decide_customer,
     decide_order,
+    event_from_log,
     event_from_payload,
     event_to_payload,
     evolve_customer,
@@ -615,3 +616,9 @@ def test_an_order_whose_amount_would_not_be_exact_in_cents_is_rejected(
     )
     with pytest.raises(DomainRejection, match="whole cents"):
         decide_order(None, command, customer)
+
+
+@given(st.one_of([instances_of(cls) for cls in EVENTS.values()]))
+def test_an_event_read_back_from_the_log_equals_the_one_written(event: Any) -> None:
+    payload = json.loads(json.dumps(event_to_payload(event)))
+    assert event_from_log(type(event).__name__, payload) == event
