@@ -287,11 +287,8 @@ def decode_segment(data: bytes, *, columns: Sequence[str] | None = None) -> pa.T
     columns are not the event row's: a changed footer byte can retype a column without any
     checksum noticing, and must not turn into wrong data.
     """
-    table = pq.read_table(
-        pa.BufferReader(data),
-        columns=list(columns) if columns is not None else None,
-        page_checksum_verification=True,
-    )
+    reader = pq.ParquetFile(pa.BufferReader(data), page_checksum_verification=True)
+    table = reader.read(columns=list(columns) if columns is not None else None)
     expected = pa.schema([SCHEMA.field(name) for name in (columns or COLUMNS)])
     if not table.schema.equals(expected):
         raise ValueError(f"columns differ from the event row schema: {table.schema}")

@@ -7,6 +7,7 @@ unchanged knows no other process has committed, so a commit costs no folder list
 
 from __future__ import annotations
 
+import bisect
 import os
 import time
 from datetime import datetime
@@ -202,12 +203,15 @@ class WriterState:
 
     def remove_replaced(self, *, older_than: float) -> list[str]:
         """Delete segments a recorded compaction replaced at least `older_than` seconds ago."""
-        entries = fmt.parse_ledger(self._ledger_bytes())[0]
-        chosen, now, removed = fmt.recorded_cover(entries), time.time(), []
+        chosen = fmt.recorded_cover(fmt.parse_ledger(self._ledger_bytes())[0])
+        firsts, names = [c.first for c in chosen], {c.name for c in chosen}
         segments, _, _ = fmt.list_folder(self.events_dir)
+        now, removed = time.time(), []
         for seg in segments:
-            wider = [c for c in chosen if c.first <= seg.first and seg.last <= c.last and c != seg]
-            if wider and now - (self.events_dir / wider[0].name).stat().st_mtime >= older_than:
+            at = bisect.bisect_right(firsts, seg.first) - 1  # the cover segment holding seg.first
+            if seg.name in names or at < 0 or chosen[at].last < seg.last:
+                continue
+            if now - (self.events_dir / chosen[at].name).stat().st_mtime >= older_than:
                 removed.append(seg.name)
         self.remove(removed)
         return [f"removed {name}, replaced by a compacted segment" for name in removed]
