@@ -3,6 +3,7 @@ re-delivery, and a consumer killed with SIGKILL in the middle of a cascade."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -361,7 +362,9 @@ def _kill_mid_cascade(
         if target > started and _checkpoint(path) >= target:
             pace = time.monotonic() - began
         time.sleep(rng.uniform(0, 1.5 * pace))
-        os.kill(child.pid, signal.SIGKILL)
+        if child.poll() is None:  # it may have finished (and been reaped by poll) already
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGKILL)
         rest = child.stdout.read()
     finally:
         child.kill()
