@@ -50,7 +50,9 @@ class QueryError(CqrsLabError):
     """A query a user typed could not run: not a SELECT, a syntax error, or no permission."""
 
 
-def connect(lab: Path, *, persistent: bool, memory_limit: str) -> duckdb.DuckDBPyConnection:
+def connect(
+    lab: Path, *, persistent: bool, memory_limit: str, spill: Path
+) -> duckdb.DuckDBPyConnection:
     """A sandboxed DuckDB connection for the lab: in memory, or the lab's read store file."""
     database = ":memory:"
     if persistent:
@@ -64,12 +66,11 @@ def connect(lab: Path, *, persistent: bool, memory_limit: str) -> duckdb.DuckDBP
             "notebook or process, or open the lab without persistent=True (an in-memory store)"
         ) from None
     # DuckDB spills large folds to its temp directory and allows reading it; by default that is
-    # `.tmp` under the working directory, which may hold anything: give it a folder of its own.
-    spill = tempfile.mkdtemp(prefix="cqrs-lab-duckdb-")
+    # `.tmp` under the working directory, which may hold anything: it gets a folder of its own.
     for setting, value in (
         ("TimeZone", "UTC"),
         ("memory_limit", memory_limit),
-        ("temp_directory", spill),
+        ("temp_directory", str(spill)),
         ("allowed_directories", [str(lab.resolve()) + "/"]),
         ("enable_external_access", False),
         ("lock_configuration", True),
@@ -92,13 +93,17 @@ class ReadStore:
     ) -> None:
         self.logs = logs
         self.upto = upto  # a fixed cut (time travel), or None: follow the logs' heads
-        self.con = connect(lab, persistent=persistent, memory_limit=memory_limit)
+        self._spill = tempfile.TemporaryDirectory(prefix="cqrs-lab-duckdb-")  # removed on close
+        self.con = connect(
+            lab, persistent=persistent, memory_limit=memory_limit, spill=Path(self._spill.name)
+        )
         p.create_schema(self.con)
         self._events_view_stale = True  # pointed at the current files just before a query
 
     def close(self) -> None:
-        """Close the DuckDB connection."""
+        """Close the DuckDB connection and remove its spill folder."""
         self.con.close()
+        self._spill.cleanup()
 
     def catch_up(self) -> p.CatchUp:
         """Fold the events after each checkpoint (never rescanning history)."""

@@ -144,3 +144,19 @@ def test_the_installed_command_runs_a_demo_and_a_query(tmp_path: Path) -> None:
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert asked.stdout.splitlines() == ["n", "10"]
+
+
+def test_a_read_stores_spill_folder_is_private_and_removed_when_the_lab_closes(lab: Path) -> None:
+    opened = Lab.open(lab)
+    spill = Path(
+        opened.read.con.execute("SELECT current_setting('temp_directory')").fetchall()[0][0]
+    )
+    view = opened.as_of(position=0)
+    view_spill = Path(
+        view.store.con.execute("SELECT current_setting('temp_directory')").fetchall()[0][0]
+    )
+    assert spill.is_dir() and view_spill.is_dir() and spill != view_spill
+    assert not spill.is_relative_to(Path.cwd())  # not DuckDB's default <cwd>/.tmp
+    view.close()
+    opened.close()
+    assert not spill.exists() and not view_spill.exists()
