@@ -579,6 +579,11 @@ def _parse_mapping(value: object) -> dict[str, Any]:
     return dict(value)
 
 
+def parse_field(kind: object, value: object) -> object:
+    """One raw value (text from a form) as a field of type `kind`; ValueError says what is wrong."""
+    return _PARSERS[kind](value)
+
+
 _PARSERS: dict[object, Callable[[object], object]] = {
     str: _parse_str,
     int: _parse_int,
