@@ -31,8 +31,18 @@ lint: install
 	$(BIN)/ruff format --check cqrs_lab tests bench
 	$(BIN)/mypy
 
+# Notebooks run under strict nbval: every stored output must come out the same.
+NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
+
 test: lint
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(NBVAL) -p no:cacheprovider notebooks
+
+# Re-run every notebook in place to refresh its stored outputs after an intended change.
+notebooks: install
+	$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=120 --ExecutePreprocessor.store_widget_state=False \
+	    notebooks/[0-9]*.ipynb
 
 bench: install
 	$(UV) pip install --quiet --python $(BIN)/python -e ".[test,bench]"
