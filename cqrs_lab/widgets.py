@@ -155,12 +155,11 @@ class EventBrowser(w.VBox):
         self.lab, self.limit = lab, limit
         self.service = w.Dropdown(options=[ALL, d.CUSTOMER_SERVICE, d.ORDER_SERVICE])
         self.event_type = w.Dropdown(options=[ALL, *d.EVENTS])
-        self.stream_id = w.Text(placeholder="stream id, e.g. customer-c-1")
+        self.stream_id = w.Text(placeholder="stream id, e.g. customer-c-1", continuous_update=False)
         self.refresh_button = w.Button(description="Refresh")
         self.table = w.HTML()
-        for control in (self.service, self.event_type):
+        for control in (self.service, self.event_type, self.stream_id):
             control.observe(lambda _change: self.refresh(), names="value")
-        self.stream_id.on_submit(lambda _box: self.refresh())
         self.refresh_button.on_click(lambda _button: self.refresh())
         filters = w.HBox([self.service, self.event_type, self.stream_id, self.refresh_button])
         super().__init__([filters, self.table])
