@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from html import escape
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, overload
@@ -29,6 +30,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cqrs_lab import display
 from cqrs_lab import segments as fmt
 from cqrs_lab.compaction import CompactionReport, compact
 from cqrs_lab.determinism import Clock, IdGenerator, random_ids, system_clock
@@ -96,6 +98,9 @@ class RecordedEvent:
         """The payload as a dict."""
         return json.loads(self.payload)  # type: ignore[no-any-return]
 
+    def _repr_html_(self) -> str:
+        return display.events_table([self])
+
 
 def records(table: pa.Table) -> list[RecordedEvent]:
     """Rows of a log table as RecordedEvents."""
@@ -137,6 +142,9 @@ class Commit(Sequence[RecordedEvent]):
             return "Commit(0 events)"
         first, last = self.table["position"][0].as_py(), self.table["position"][-1].as_py()
         return f"Commit({len(self)} events, positions {first}..{last})"
+
+    def _repr_html_(self) -> str:
+        return f"<div><b>{escape(repr(self))}</b>{display.events_table(self.events)}</div>"
 
 
 class EventLog:

@@ -15,11 +15,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from html import escape
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from cqrs_lab import display
 from cqrs_lab import domain as d
 from cqrs_lab.determinism import Clock, IdGenerator, random_ids
 from cqrs_lab.errors import InvalidEventError, LogNotFoundError
@@ -75,6 +77,20 @@ class SyncReport:
         )
 
     __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        r = self.delivery
+        issued = (
+            f"{r.count(ACCEPTED)} accepted, {r.count(REJECTED)} rejected, "
+            f"{r.count(DUPLICATE)} duplicates skipped"
+        )
+        lag = [(name, before, self.lag_after[name]) for name, before in self.lag_before.items()]
+        headers = ("consumer / read model", "behind before", "behind after")
+        return (
+            f"<div><b>sync</b>: delivered {r.delivered} Customer events to the Order service; "
+            f"commands issued: {escape(issued)}<br/>{escape(str(self.read_models))}"
+            f"{display.table(headers, lag)}</div>"
+        )
 
 
 class Lab:

@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import datetime
+from html import escape
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pandas as pd
 
-from cqrs_lab import pyfold
+from cqrs_lab import display, pyfold
 from cqrs_lab.eventlog import EventLog, records
 from cqrs_lab.readstore import KEYS, QueryError, ReadStore
 
@@ -122,6 +123,13 @@ class AsOf:
         return f"AsOf({self.label}: {where})"
 
     __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        cut = [(log, position) for log, position in self.cut.items()]
+        return (
+            f"<div><b>Read models {escape(self.label)}</b> (query with <code>.sql(...)</code>)"
+            f"{display.table(('log', 'up to position'), cut)}</div>"
+        )
 
 
 def history(con: duckdb.DuckDBPyConnection, log: EventLog, stream_id: str) -> pd.DataFrame:
