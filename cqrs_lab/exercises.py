@@ -92,6 +92,8 @@ def check_cascade_size(lab: Lab, answer: object) -> Verdict:
         return Verdict(
             False, "customer c-2 is not deleted yet: send DeleteCustomer(customer_id='c-2')."
         )
+    if lab.subscription.checkpoint < int(deleted["position"].iloc[0]):
+        return Verdict(False, "the Order service has not received the deletion yet: lab.sync().")
     cascade = lab.events(correlation_id=str(deleted["correlation_id"].iloc[0]))
     cancelled = int((cascade["event_type"] == "OrderCancelled").sum())
     if answer != cancelled:
@@ -131,6 +133,10 @@ def check_top_rejected_actor(lab: Lab, answer: object) -> Verdict:
     if answer is None:
         return Verdict(
             False, "group the CommandRejected events by actor; put the top one in `answer`."
+        )
+    if not isinstance(answer, str):
+        return Verdict(
+            False, f"answer should be the actor's name as a string, got {type(answer).__name__}."
         )
     ranking = lab.sql(REJECTIONS_BY_ACTOR)
     if ranking.empty:
