@@ -184,11 +184,27 @@ def _command_list() -> str:
     return "\n".join(lines)
 
 
+EXAMPLES = """\
+a first session:
+  cqrs-lab demo /tmp/shop --events 20000 --seed 1     # a shop history, made by the real services
+  cqrs-lab send /tmp/shop DeleteCustomer --customer-id c-1
+  cqrs-lab sync /tmp/shop                              # the Order service cancels her orders
+  cqrs-lab sql /tmp/shop "SELECT status, count(*) FROM orders GROUP BY ALL ORDER BY 1"
+  cqrs-lab sql /tmp/shop "SELECT count(*) FROM orders" --as-of 2026-03-01T00:00
+  cqrs-lab log verify /tmp/shop                        # hash chain, files and HEAD intact?
+
+`cqrs-lab COMMAND --help` tells more. Exit status: 0 done, 1 rejected command or a verify finding,
+2 a mistake in the input (one line on stderr says what and where).
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `cqrs-lab`."""
     parser = argparse.ArgumentParser(
         prog="cqrs-lab",
         description="A workbench for CQRS and event sourcing on Parquet and DuckDB.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     log = commands.add_parser("log", help="inspect and look after event logs")
@@ -204,7 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("path", type=Path, metavar="PATH", help=path_help)
         sub.set_defaults(handler=handler)
         if name == "compact":
-            sub.add_argument("--target-rows", type=int, default=1_000_000, metavar="N")
+            sub.add_argument(
+                "--target-rows",
+                type=int,
+                default=1_000_000,
+                metavar="N",
+                help="rows per compacted segment (default 1000000)",
+            )
             sub.add_argument(
                 "--keep-replaced-for",
                 type=float,
@@ -223,10 +245,22 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("command", metavar="COMMAND", help="e.g. RegisterCustomer")
     send.add_argument("--actor", default="cli", help="who sends it (recorded for audit)")
     send.set_defaults(handler=cmd_send)
-    sync = commands.add_parser("sync", help="deliver pending messages (cascades)")
+    sync = commands.add_parser(
+        "sync",
+        help="deliver pending messages (cascades)",
+        description="Deliver the Customer events the Order service has not seen yet (its replica "
+        "of customers, and cascades such as cancelling a deleted customer's orders), then catch "
+        "the read models up. Safe to run again: nothing is done twice.",
+    )
     sync.add_argument("path", type=Path, metavar="PATH", help="a lab folder")
     sync.set_defaults(handler=cmd_sync)
-    demo = commands.add_parser("demo", help="generate a realistic shop history into a new lab")
+    demo = commands.add_parser(
+        "demo",
+        help="generate a realistic shop history into a new lab",
+        description="Customers register, move, order and leave over months, through the real "
+        "services: cascades, rejected commands and several actors included. Deterministic: "
+        "the same seed gives byte-identical logs.",
+    )
     demo.add_argument("path", type=Path, metavar="PATH", help="a new lab folder")
     size = demo.add_mutually_exclusive_group()
     size.add_argument("--customers", type=int, metavar="N", help="about N customers (default 100)")
@@ -243,9 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
     when = sql.add_mutually_exclusive_group()
     when.add_argument("--as-of-position", type=int, metavar="N", help="after the first N events")
     when.add_argument("--as-of", type=_timestamp, metavar="TIME", help="e.g. 2026-03-01T12:00")
-    sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    sql.add_argument(
+        "--format", choices=("table", "csv", "json"), default="table", help="default: table"
+    )
     sql.set_defaults(handler=cmd_sql)
-    rebuild = commands.add_parser("rebuild", help="rebuild the persistent read store from history")
+    rebuild = commands.add_parser(
+        "rebuild",
+        help="rebuild the persistent read store from history",
+        description="Fold the whole history of both logs into fresh read models, kept in "
+        "PATH/read/read.duckdb (later `cqrs-lab sql` calls use it).",
+    )
     rebuild.add_argument("path", type=Path, metavar="PATH", help="a lab folder")
     rebuild.set_defaults(handler=cmd_rebuild)
     return parser
@@ -265,10 +306,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for warning in caught:
             print(f"warning: {warning.message}", file=sys.stderr)
         return status
-    except (CqrsLabError, duckdb.Error) as error:  # a user's mistake or a damaged file
+    except (CqrsLabError, duckdb.Error, OSError) as error:  # a user's mistake or a damaged file
         lines = str(error).strip().splitlines() or [type(error).__name__]
         print(f"cqrs-lab: error: {lines[0]}", file=sys.stderr)  # one line, no traceback
         return 2
+    except KeyboardInterrupt:
+        print("cqrs-lab: interrupted", file=sys.stderr)
+        return 130
 
 
 def entry() -> None:
