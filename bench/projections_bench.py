@@ -442,19 +442,21 @@ def fold_steps(
         steps.append((what, (time.perf_counter() - began) * 1e3))
 
     con.execute("BEGIN TRANSACTION")
-    for name, query, merge, replace_sql in (
-        ("customer", p.CUSTOMER_DELTA, p.CUSTOMER_MERGE, p.REPLACE_CUSTOMERS),
-        ("order", p.ORDER_DELTA, p.ORDER_MERGE, p.REPLACE_ORDERS),
-    ):
+    for name in ("customer", "order"):
+        fresh_sql, delta_sql, insert_sql, update_sql = p.STEPS[name]
         began = time.perf_counter()
         files = logs[name].file_paths(after=after[name], upto=upto[name])
         steps.append(
             (f"{name}: file_paths ({len(files)} files)", (time.perf_counter() - began) * 1e3)
         )
         params = {"files": files, "after": after[name], "upto": upto[name]}
-        timed(f"{name}: {name.upper()}_DELTA (scan + from_json + group by)", query, params)
-        timed(f"{name}: {name.upper()}_MERGE (join with the table)", merge)
-        timed(f"{name}: REPLACE_{name.upper()}S (delete + insert)", replace_sql)
+        if after[name] == 0:
+            timed(f"{name}: FRESH_{name.upper()}S (scan + from_json + group by + insert)",
+                  fresh_sql, params)  # fmt: skip
+            continue
+        timed(f"{name}: {name.upper()}_DELTA (scan + from_json + group by)", delta_sql, params)
+        timed(f"{name}: INSERT_{name.upper()}_DELTA (new rows)", insert_sql)
+        timed(f"{name}: UPDATE_{name.upper()}S (rows that exist)", update_sql)
         if name == "customer":
             timed("customer: RENAME_IN_ORDERS (update orders)", p.RENAME_IN_ORDERS)
     con.execute("COMMIT" if keep else "ROLLBACK")

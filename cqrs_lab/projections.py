@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 
@@ -78,9 +79,9 @@ LEFT JOIN orders AS o USING (customer_id)
 GROUP BY ALL
 """
 
-# The delta of one catch-up: per stream, what the new events set (NULL: left unchanged).
-CUSTOMER_DELTA = """
-CREATE OR REPLACE TEMP TABLE customer_delta AS
+# What the events in (after, upto] set, per stream (NULL: left unchanged). `created`: the
+# stream's first event is among them, so there is no row for it yet (pyfold creates rows then).
+CUSTOMER_FOLD = """
 SELECT any_value(p.customer_id) AS customer_id,
        arg_max(p.name, position)
            FILTER (WHERE event_type IN ('CustomerRegistered', 'CustomerRenamed')) AS name,
@@ -88,6 +89,7 @@ SELECT any_value(p.customer_id) AS customer_id,
            FILTER (WHERE event_type IN ('CustomerRegistered', 'CustomerAddressChanged')) AS address,
        bool_or(event_type = 'CustomerDeleted') AS deleted,
        bool_or(event_type = 'CustomerRenamed') AS renamed,
+       bool_or(event_type = 'CustomerRegistered') AS created,
        min(recorded_at) FILTER (WHERE event_type = 'CustomerRegistered') AS registered_at,
        max(recorded_at) FILTER (WHERE event_type = 'CustomerDeleted') AS deleted_at,
        max(recorded_at) AS updated_at,
@@ -103,21 +105,7 @@ FROM (
 )
 GROUP BY stream_id
 """
-CUSTOMER_MERGE = """
-CREATE OR REPLACE TEMP TABLE customer_merged AS
-SELECT d.customer_id,
-       coalesce(d.name, c.name) AS name,
-       coalesce(d.address, c.address) AS address,
-       CASE WHEN d.deleted OR c.status = 'deleted' THEN 'deleted' ELSE 'active' END AS status,
-       coalesce(c.registered_at, d.registered_at) AS registered_at,
-       coalesce(d.deleted_at, c.deleted_at) AS deleted_at,
-       d.updated_at,
-       d.version
-FROM customer_delta AS d
-LEFT JOIN customers AS c USING (customer_id)
-"""
-ORDER_DELTA = """
-CREATE OR REPLACE TEMP TABLE order_delta AS
+ORDER_FOLD = """
 SELECT any_value(p.order_id) AS order_id,
        any_value(p.customer_id) FILTER (WHERE event_type = 'OrderPlaced') AS customer_id,
        any_value(p.product) FILTER (WHERE event_type = 'OrderPlaced') AS product,
@@ -129,6 +117,7 @@ SELECT any_value(p.order_id) AS order_id,
                    WHEN 'OrderShipped' THEN 'shipped'
                    ELSE 'cancelled'
                END, position) AS status,
+       bool_or(event_type = 'OrderPlaced') AS created,
        min(recorded_at) FILTER (WHERE event_type = 'OrderPlaced') AS placed_at,
        max(recorded_at) FILTER (WHERE event_type = 'OrderShipped') AS shipped_at,
        max(recorded_at) FILTER (WHERE event_type = 'OrderCancelled') AS cancelled_at,
@@ -147,44 +136,66 @@ FROM (
 )
 GROUP BY stream_id
 """
-ORDER_MERGE = """
-CREATE OR REPLACE TEMP TABLE order_merged AS
-SELECT d.order_id,
-       coalesce(o.customer_id, d.customer_id) AS customer_id,
-       c.name AS customer_name,
-       coalesce(o.product, d.product) AS product,
-       coalesce(o.quantity, d.quantity) AS quantity,
-       coalesce(o.unit_price, d.unit_price) AS unit_price,
-       coalesce(o.quantity, d.quantity) * coalesce(o.unit_price, d.unit_price) AS amount,
-       d.status,
-       coalesce(o.placed_at, d.placed_at) AS placed_at,
-       coalesce(d.shipped_at, o.shipped_at) AS shipped_at,
-       coalesce(d.cancelled_at, o.cancelled_at) AS cancelled_at,
-       coalesce(d.cancel_reason, o.cancel_reason) AS cancel_reason,
-       d.updated_at,
-       d.version
+# New rows, from a delta relation `d` (the temp table, or the fold itself on empty tables).
+INSERT_CUSTOMERS = """
+INSERT INTO customers
+SELECT d.customer_id, d.name, d.address,
+       CASE WHEN d.deleted THEN 'deleted' ELSE 'active' END AS status,
+       d.registered_at, d.deleted_at, d.updated_at, d.version
+FROM ({delta}) AS d
+WHERE d.created
+"""
+INSERT_ORDERS = """
+INSERT INTO orders
+SELECT d.order_id, d.customer_id, c.name AS customer_name, d.product, d.quantity, d.unit_price,
+       d.quantity * d.unit_price AS amount, d.status, d.placed_at, d.shipped_at, d.cancelled_at,
+       d.cancel_reason, d.updated_at, d.version
+FROM ({delta}) AS d
+LEFT JOIN customers AS c USING (customer_id)
+WHERE d.created
+"""
+# Rows that exist: changed in place, one pass over the table's key column, no delete + insert.
+UPDATE_CUSTOMERS = """
+UPDATE customers
+SET name = coalesce(d.name, customers.name),
+    address = coalesce(d.address, customers.address),
+    status = CASE WHEN d.deleted THEN 'deleted' ELSE customers.status END,
+    deleted_at = coalesce(d.deleted_at, customers.deleted_at),
+    updated_at = d.updated_at,
+    version = d.version
+FROM customer_delta AS d
+WHERE customers.customer_id = d.customer_id
+  AND NOT d.created
+"""
+UPDATE_ORDERS = """
+UPDATE orders
+SET status = d.status,
+    shipped_at = coalesce(d.shipped_at, orders.shipped_at),
+    cancelled_at = coalesce(d.cancelled_at, orders.cancelled_at),
+    cancel_reason = coalesce(d.cancel_reason, orders.cancel_reason),
+    updated_at = d.updated_at,
+    version = d.version
 FROM order_delta AS d
-LEFT JOIN orders AS o USING (order_id)
-LEFT JOIN customers AS c ON c.customer_id = coalesce(o.customer_id, d.customer_id)
+WHERE orders.order_id = d.order_id
+  AND NOT d.created
 """
-REPLACE_CUSTOMERS = """
-DELETE FROM customers WHERE customer_id IN (SELECT customer_id FROM customer_merged);
-INSERT INTO customers SELECT * FROM customer_merged;
-"""
-REPLACE_ORDERS = """
-DELETE FROM orders WHERE order_id IN (SELECT order_id FROM order_merged);
-INSERT INTO orders SELECT * FROM order_merged;
-"""
+# The denormalised names: the delta's last name is the customer's current one.
 RENAME_IN_ORDERS = """
 UPDATE orders
-SET customer_name = c.name
+SET customer_name = d.name
 FROM customer_delta AS d
-JOIN customers AS c USING (customer_id)
 WHERE orders.customer_id = d.customer_id
   AND d.renamed
 """
-ANY_RENAMED = """
-SELECT count(*) FROM customer_delta WHERE renamed
+CUSTOMER_DELTA = f"CREATE OR REPLACE TEMP TABLE customer_delta AS\n{CUSTOMER_FOLD}"
+ORDER_DELTA = f"CREATE OR REPLACE TEMP TABLE order_delta AS\n{ORDER_FOLD}"
+INSERT_CUSTOMER_DELTA = INSERT_CUSTOMERS.format(delta="SELECT * FROM customer_delta")
+INSERT_ORDER_DELTA = INSERT_ORDERS.format(delta="SELECT * FROM order_delta")
+FRESH_CUSTOMERS = INSERT_CUSTOMERS.format(delta=CUSTOMER_FOLD)
+FRESH_ORDERS = INSERT_ORDERS.format(delta=ORDER_FOLD)
+COUNTS = """
+SELECT count(*) FILTER (WHERE NOT created), count(*) FILTER (WHERE renamed)
+FROM customer_delta
 """
 CLEAR_CHECKPOINT = """
 DELETE FROM read_model_checkpoints WHERE log = $log
@@ -243,18 +254,13 @@ def catch_up(
     targets = {name: (upto or {}).get(name, log.position) for name, log in logs.items()}
     con.execute("BEGIN TRANSACTION")
     try:
-        for name, query, merge, replace in (
-            ("customer", CUSTOMER_DELTA, CUSTOMER_MERGE, REPLACE_CUSTOMERS),
-            ("order", ORDER_DELTA, ORDER_MERGE, REPLACE_ORDERS),
-        ):
+        for name in ("customer", "order"):
             after, target = done.get(name, 0), targets[name]
             if target > after:
                 files = logs[name].file_paths(after=after, upto=target)
-                con.execute(query, {"files": files, "after": after, "upto": target})
-                con.execute(merge)
-                con.execute(replace)
-                if name == "customer" and con.execute(ANY_RENAMED).fetchall()[0][0]:
-                    con.execute(RENAME_IN_ORDERS)  # the denormalised names, only if any changed
+                params = {"files": files, "after": after, "upto": target}
+                fresh = after == 0 and (name == "order" or done.get("order", 0) == 0)
+                (_fold_fresh if fresh else _fold_delta)(con, name, params)
             con.execute(CLEAR_CHECKPOINT, {"log": name})
             con.execute(SET_CHECKPOINT, {"log": name, "position": max(target, after)})
         con.execute("COMMIT")
@@ -263,3 +269,31 @@ def catch_up(
         raise
     folded = {name: max(0, targets[name] - done.get(name, 0)) for name in logs}
     return CatchUp(folded, {name: max(targets[name], done.get(name, 0)) for name in logs})
+
+
+# Per log: the fresh fold (onto no rows), the delta table, its insert of new rows, its update.
+STEPS = {
+    "customer": (FRESH_CUSTOMERS, CUSTOMER_DELTA, INSERT_CUSTOMER_DELTA, UPDATE_CUSTOMERS),
+    "order": (FRESH_ORDERS, ORDER_DELTA, INSERT_ORDER_DELTA, UPDATE_ORDERS),
+}
+
+
+def _fold_fresh(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any]) -> None:
+    """A log folded from its start onto a table with no rows: every row is new, so the fold is
+    inserted as it comes, with no delta table, join with old rows or update (a rebuild)."""
+    con.execute(STEPS[name][0], params)
+
+
+def _fold_delta(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any]) -> None:
+    """The events after a checkpoint: new rows inserted, existing ones updated in place."""
+    _, delta, insert, update = STEPS[name]
+    con.execute(delta, params)
+    con.execute(insert)
+    if name == "order":
+        con.execute(update)
+        return
+    existing, renamed = con.execute(COUNTS).fetchall()[0]
+    if existing:
+        con.execute(update)
+    if renamed:
+        con.execute(RENAME_IN_ORDERS)  # the denormalised names, only if any changed

@@ -345,10 +345,10 @@ class FailingConnection:
 @pytest.mark.parametrize(
     ("step", "occurrence"),
     [
-        ("RENAME_IN_ORDERS", 1),  # customers already replaced
+        ("RENAME_IN_ORDERS", 1),  # customers already updated
         ("ORDER_DELTA", 1),
-        ("ORDER_MERGE", 1),
-        ("REPLACE_ORDERS", 1),
+        ("INSERT_ORDER_DELTA", 1),  # new orders inserted before the update of the others
+        ("UPDATE_ORDERS", 1),
         ("SET_CHECKPOINT", 2),  # the customer checkpoint has moved already; the order one fails
     ],
 )
