@@ -169,8 +169,10 @@ def race_writers(log_path: str | Path, stream_id: str, *, writers: int = 2) -> R
             child.say("go")
         answers = [json.loads(child.expect("{")) for child in children]
         for child in children:
-            if child.finish() != 0:
-                raise FaultError(f"a racer failed: {child.lines}")
+            code = child.finish()
+            if code != 0:
+                child.close()
+                raise FaultError(f"{child.name} ended with exit code {code}\n{child.stderr}")
     finally:
         for child in children:
             child.close()
@@ -193,8 +195,9 @@ class _Child:
             stderr=subprocess.PIPE,
             text=True,
         )
-        self._name = " ".join(command[2:])  # what it runs, without the interpreter's path
+        self.name = " ".join(command[2:])  # what it runs, without the interpreter's path
         self.lines: list[str] = []
+        self.stderr = ""  # what the child wrote to stderr, once it has been closed
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
@@ -210,10 +213,10 @@ class _Child:
         try:
             line = self._queue.get(timeout=TIMEOUT)
         except queue.Empty:
-            raise FaultError(f"{self._name}: no output within {TIMEOUT} s") from None
+            raise FaultError(f"{self.name}: no output within {TIMEOUT} s") from None
         if line is None or not line.startswith(prefix):
             self.close()
-            raise FaultError(f"{self._name}: expected {prefix!r}, got {line!r}\n{self.err}")
+            raise FaultError(f"{self.name}: expected {prefix!r}, got {line!r}\n{self.stderr}")
         self.lines.append(line)
         return line
 
@@ -233,18 +236,13 @@ class _Child:
                 self.lines.append(line)
         return code
 
-    @property
-    def err(self) -> str:
-        """What the child wrote to stderr (read once it has ended)."""
-        if self.process.poll() is None or self.process.stderr is None:
-            return ""
-        return self.process.stderr.read()
-
     def close(self) -> None:
-        """Kill the child if it still runs, and reap it."""
+        """Kill the child if it still runs, reap it, and keep what it wrote to stderr."""
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(timeout=TIMEOUT)
+        if self.process.stderr is not None and not self.process.stderr.closed:
+            self.stderr = self.process.stderr.read()  # the child is gone: this cannot block
         for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
             if stream is not None:
                 stream.close()
