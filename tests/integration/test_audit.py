@@ -125,6 +125,8 @@ def test_rejections_are_grouped_by_rule_with_ids_and_names_taken_out(
     assert list(got["rejected"]) == sorted(got["rejected"], reverse=True)
     assert not got["rule"].str.contains(r"c-\d|o-\d").any()  # a rule, not one case of it
     assert len(got) < len(rejected) / 5
+    actors = events[events["event_type"] == "CommandRejected"]["actor"]
+    assert set(", ".join(got["actors"]).split(", ")) == set(actors)
 
 
 def test_cascade_sizes_count_the_orders_each_deletion_cancelled_through_its_correlation_id(
@@ -139,6 +141,7 @@ def test_cascade_sizes_count_the_orders_each_deletion_cancelled_through_its_corr
     }
     got = audit.cascade_sizes(lab)
     assert dict(zip(got["customer_id"], got["orders_cancelled"], strict=True)) == expected
+    assert list(got["correlation_id"].sort_values()) == sorted(deletions["correlation_id"])
     by_policy = cancelled[cancelled["actor"] != "carol@support"]
     assert got["orders_cancelled"].sum() == len(by_policy)
     assert list(got["orders_cancelled"]) == sorted(got["orders_cancelled"], reverse=True)
