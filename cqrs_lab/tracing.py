@@ -6,6 +6,7 @@ command or event that directly caused it), so the chain can be drawn without gue
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +27,7 @@ class Trace:
         for row in self.table.itertuples(index=False):
             node = f"e{len(node_of)}"
             node_of[str(row.event_id)] = node
-            label = f"{row.service}: {row.event_type}<br/>{row.stream_id} v{row.version}"
-            lines.append(f'    {node}["{_safe(label)}"]')
+            lines.append(f'    {node}["{_safe(_label(row))}"]')
         roots = sorted({str(c) for c in self.table["causation_id"] if str(c) not in node_of})
         for index, command_id in enumerate(roots):
             lines.append(f'    c{index}(["command {command_id[:8]}"])')
@@ -46,6 +46,18 @@ class Trace:
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         """JupyterLab draws `text/vnd.mermaid` natively; elsewhere the plain table shows."""
         return {"text/vnd.mermaid": self.mermaid(), "text/plain": str(self)}
+
+
+def _label(row: Any) -> str:
+    """An event's node: service and type, then its stream and version, or, for a rejection (whose
+    stream is a command id), which command it refused and for what."""
+    head = f"{row.service}: {row.event_type}<br/>"
+    if row.event_type != "CommandRejected":
+        return f"{head}{row.stream_id} v{row.version}"
+    data = json.loads(row.payload)
+    command = data.get("command", {})
+    about = command.get("order_id") or command.get("customer_id") or ""
+    return f"{head}{data.get('command_type', '')} {about}".rstrip()
 
 
 def _safe(text: str) -> str:

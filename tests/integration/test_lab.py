@@ -3,6 +3,7 @@ notebook, byte-for-byte determinism, and what bad input gets."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -171,6 +172,9 @@ def test_a_trace_draws_one_node_per_event_and_an_edge_from_each_cause(tmp_path: 
     node_of = {}  # event id -> node, matched by the label (service, type, stream, version)
     for row in trace.table.itertuples():
         label = f"{row.service}: {row.event_type}<br/>{row.stream_id} v{row.version}"
+        if row.event_type == "CommandRejected":  # its stream is a command id: say what it refused
+            command = json.loads(row.payload)["command"]
+            label = f"{row.service}: {row.event_type}<br/>CancelOrder {command['order_id']}"
         [node] = [n for n, shown in nodes.items() if shown == label]
         node_of[row.event_id] = node
     node_of[root] = roots[0]
