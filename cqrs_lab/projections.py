@@ -240,6 +240,13 @@ def checkpoints(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return {log: position for log, position in con.execute(CHECKPOINTS).fetchall()}
 
 
+def set_checkpoints(con: duckdb.DuckDBPyConnection, positions: Mapping[str, int]) -> None:
+    """Record the position each log is folded up to (tables filled by other means)."""
+    for log, position in positions.items():
+        con.execute(CLEAR_CHECKPOINT, {"log": log})
+        con.execute(SET_CHECKPOINT, {"log": log, "position": position})
+
+
 def catch_up(
     con: duckdb.DuckDBPyConnection,
     logs: Mapping[str, EventLog],

@@ -111,6 +111,10 @@ class ReadStore:
         self._events_view_stale = True
         return result
 
+    def set_checkpoints(self, positions: Mapping[str, int]) -> None:
+        """Say the tables hold every log up to `positions` (after loading a snapshot into them)."""
+        p.set_checkpoints(self.con, positions)
+
     def rebuild(self) -> p.CatchUp:
         """Drop the read models and fold them again from the whole history."""
         p.drop_schema(self.con)

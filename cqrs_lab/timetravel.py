@@ -7,7 +7,9 @@ A cut at a position counts events in the order `lab.events()` lists them (by tim
 first on ties), so position 1, 2, 3, ... steps through the whole lab one event at a time.
 
 `AsOf` is a read-only view with the same tables and `.sql()`, folded by the same code as the
-live read models, only stopping at the cut.
+live read models, only stopping at the cut. Far into a long history it starts from the nearest
+read-model snapshot before the cut (`snapshots.py`) and folds only the events after it; the first
+trip past the last snapshot leaves new ones every `snapshots.EVERY` events on its way.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from cqrs_lab import display, pyfold
+from cqrs_lab import display, pyfold, snapshots
 from cqrs_lab.eventlog import EventLog, records
 from cqrs_lab.readstore import KEYS, QueryError, ReadStore
 
@@ -40,6 +42,24 @@ FROM (
     ORDER BY recorded_at, service, position
     LIMIT $n
 )
+"""
+# Consistent cuts every `$every` events of the lab's order (each a prefix of every later cut).
+SEQUENCE_CUTS = """
+SELECT n, customer, n - customer AS order_
+FROM (
+    SELECT row_number() OVER w AS n,
+           count(*) FILTER (WHERE service = 'customer') OVER w AS customer
+    FROM ({union})
+    WINDOW w AS (ORDER BY recorded_at, service, position ROWS UNBOUNDED PRECEDING)
+)
+WHERE n % $every = 0
+  AND n > $start
+ORDER BY n
+"""
+LOG_PREFIX = """
+SELECT '{name}' AS service, recorded_at, position
+FROM read_parquet(${name}_files)
+WHERE position <= ${name}_upto
 """
 LOG_TIMES = """
 SELECT '{name}' AS service, recorded_at, position
@@ -97,13 +117,72 @@ def cut_at_position(
     return {"customer": int(customer), "order": int(order)}
 
 
+def prepare_snapshots(
+    con: duckdb.DuckDBPyConnection, lab: Path, logs: Mapping[str, EventLog], cut: Mapping[str, int]
+) -> snapshots.Snapshot | None:
+    """The snapshot to fold `cut` from: the nearest one, after filling the gap up to `cut` with
+    one every `snapshots.EVERY` events if it is wider than that. None: fold from the start."""
+    total = sum(cut.values())
+    if total < snapshots.EVERY:
+        return None
+    start = snapshots.nearest(con, lab, logs, cut)
+    done = start.events if start is not None else 0
+    if total - done < snapshots.EVERY:
+        return start
+    return _fill(lab, logs, start, sequence_cuts(con, logs, cut, after=done)) or start
+
+
+def sequence_cuts(
+    con: duckdb.DuckDBPyConnection, logs: Mapping[str, EventLog], cut: Mapping[str, int], after: int
+) -> list[dict[str, int]]:
+    """The consistent cuts inside `cut` after every `snapshots.EVERY` events, past `after`."""
+    parts: list[str] = []
+    params: dict[str, Any] = {"every": snapshots.EVERY, "start": after}
+    for name, log in logs.items():
+        files = log.file_paths(upto=cut[name])
+        if files and cut[name]:
+            parts.append(LOG_PREFIX.format(name=name))
+            params |= {f"{name}_files": files, f"{name}_upto": cut[name]}
+    if not parts:
+        return []
+    query = SEQUENCE_CUTS.format(union="UNION ALL".join(parts))
+    rows = con.execute(query, params).fetchall()
+    return [{"customer": int(customer), "order": int(order)} for _, customer, order in rows]
+
+
+def _fill(
+    lab: Path,
+    logs: Mapping[str, EventLog],
+    start: snapshots.Snapshot | None,
+    cuts: list[dict[str, int]],
+) -> snapshots.Snapshot | None:
+    """Fold on from `start` through `cuts`, leaving a snapshot at each; the last one made."""
+    if not cuts:
+        return None
+    store = ReadStore(lab, logs, upto=start.cut if start is not None else dict.fromkeys(logs, 0))
+    made = None
+    try:
+        if start is not None:
+            snapshots.load(store.con, start)
+            store.set_checkpoints(start.cut)
+        for cut in cuts:
+            store.upto = cut
+            store.catch_up()
+            made = snapshots.write(store.con, lab, logs, cut)
+    finally:
+        store.close()
+    return made
+
+
 class AsOf:
     """The read models as of a cut: same tables, same `.sql()`, read-only."""
 
     def __init__(self, lab: Path, logs: Mapping[str, EventLog], cut: Mapping[str, int], label: str):
         self.cut, self.label = dict(cut), label
         self.store = ReadStore(lab, logs, upto=self.cut)
-        self.store.catch_up()
+        start = prepare_snapshots(self.store.con, lab, logs, self.cut)
+        if start is None or not snapshots.fold_on(self.store.con, logs, start, self.cut):
+            self.store.catch_up()
 
     def sql(self, query: str, params: Mapping[str, Any] | list[Any] | None = None) -> pd.DataFrame:
         """A read-only query on the read models as they were."""
