@@ -5,9 +5,12 @@ deleted (and the Order service cancels their open orders); some commands break r
 recorded as failures. Several actors work over months. Every choice comes from one seeded
 `random.Random`, the clock and ids are seeded too: the same seed gives byte-identical logs.
 
-Commands go in rounds through `Lab.send_many` (one append per service per round: the bulk path),
-then the round's Customer events are delivered to the Order service, exactly as `Lab.sync()`
-would (the read models are left to catch up once, when the lab is next opened or synced).
+Commands go in rounds, one append per service per round (the bulk path). The Customer service
+handles the round's customer commands; then, in ONE Order-service commit, the previous round's
+Customer events are delivered (replica updates and cascades, exactly as `Lab.sync()` would) and
+the round's order commands handled after them, as if sent right after that sync. The
+subscription's checkpoint moves once per round. The read models are left to catch up once, when
+the lab is next opened or synced.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from cqrs_lab import domain as d
 from cqrs_lab.determinism import seeded_ids
 from cqrs_lab.lab import Lab
 from cqrs_lab.messaging import deliver
+from cqrs_lab.services import REJECTED, Envelope
 
 START = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
 ROUNDS = 400  # about this many rounds, so times spread over about five months
@@ -259,18 +263,37 @@ def generate(
         while (done := _event_count(lab)) < target:
             bar.update(done - bar.n)
             may_register = customers is None or shop.registered < customers
-            drawn = [shop.next_command(may_register) for _ in range(batch)]
-            results = lab.send_many([c for c, _ in drawn], actor=[a for _, a in drawn])
-            rejected += sum(result.status == "rejected" for result in results)
+            rejected += _round(lab, [shop.next_command(may_register) for _ in range(batch)])
             clock.now += timedelta(minutes=shop.rng.randint(30, 720))
-            rejected += deliver(lab.subscription, lab.order).count("rejected")
-            for customer_id in shop.new_customers:
+            for customer_id in shop.new_customers:  # usable once delivered: in the next round
                 shop.customers.add(customer_id)
             shop.new_customers.clear()
+        rejected += deliver(lab.subscription, lab.order).count(REJECTED)  # the last round's
         bar.update(_event_count(lab) - bar.n)
         for log in (lab.customer_log, lab.order_log):  # one file per round is slow to open
             log.compact(keep_replaced_for=0)  # a new lab: no query can hold the old files
         return DemoReport(Path(path), shop.registered, shop.placed, _event_count(lab), rejected)
+
+
+def _round(lab: Lab, drawn: list[tuple[d.Command, str]]) -> int:
+    """One round through the services (see the module docstring); returns how many commands
+    the services rejected, the cascades' refusals included."""
+    envelopes: dict[str, list[Envelope]] = {d.CUSTOMER_SERVICE: [], d.ORDER_SERVICE: []}
+    for command, actor in drawn:
+        command_id = lab.ids()  # a new lab and its own seeded ids: no id was used before
+        envelope = Envelope(
+            command=command,
+            command_id=command_id,
+            correlation_id=command_id,
+            causation_id=command_id,
+            actor=actor,
+        )
+        envelopes[d.SERVICE_OF_COMMAND[type(command)]].append(envelope)
+    delivered = lab.customer_log.committed_position()  # the previous rounds' Customer events
+    results = lab.customer.handle_batch(envelopes[d.CUSTOMER_SERVICE])
+    report = deliver(lab.subscription, lab.order, upto=delivered, then=envelopes[d.ORDER_SERVICE])
+    results += report.results + report.then_results
+    return sum(result.status == REJECTED for result in results)
 
 
 def _event_count(lab: Lab) -> int:

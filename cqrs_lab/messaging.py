@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,10 +51,11 @@ class Subscription:
         """How many source events are not delivered yet."""
         return max(0, self.source.committed_position() - self.checkpoint)
 
-    def pending(self, *, limit: int) -> list[RecordedEvent]:
-        """Up to `limit` source events after the checkpoint, in order."""
+    def pending(self, *, limit: int, upto: int | None = None) -> list[RecordedEvent]:
+        """Up to `limit` source events after the checkpoint (none after `upto`), in order."""
         after = self.checkpoint
-        return self.source.read(after=after, upto=after + limit)
+        last = after + limit if upto is None else min(after + limit, upto)
+        return self.source.read(after=after, upto=last) if last > after else []
 
     def advance(self, position: int) -> None:
         """Move the checkpoint durably (temp file, fsync, atomic replace, fsync the folder)."""
@@ -160,6 +161,7 @@ class DeliveryReport:
     lag_before: int = 0
     lag_after: int = 0
     results: list[SendResult] = field(default_factory=list)
+    then_results: list[SendResult] = field(default_factory=list)  # of `deliver(then=...)`
 
     def count(self, status: str) -> int:
         """How many issued commands ended with `status`."""
@@ -167,28 +169,48 @@ class DeliveryReport:
 
 
 def deliver(
-    subscription: Subscription, orders: OrderService, *, batch_size: int = 5_000
+    subscription: Subscription,
+    orders: OrderService,
+    *,
+    batch_size: int = 5_000,
+    upto: int | None = None,
+    then: Sequence[Envelope] = (),
 ) -> DeliveryReport:
-    """Deliver every pending Customer event to the Order service's policies."""
+    """Deliver the pending Customer events (up to position `upto`) to the Order service's policies.
+
+    `then`: Order-service commands to handle after the delivery, in the last batch's commit, as if
+    sent right after it (the demo's bulk path: one Order-service commit per round, not two).
+    """
     report = DeliveryReport()
     with subscription.lock:
         report.lag_before = subscription.lag()
-        while events := subscription.pending(limit=batch_size):
-            _deliver_batch(events, orders, report)
-            subscription.advance(events[-1].position)
-            report.delivered += len(events)
+        while True:
+            events = subscription.pending(limit=batch_size, upto=upto)
+            last = len(events) < batch_size  # positions are gap-free: nothing more was pending
+            _deliver_batch(events, orders, report, then if last else ())
+            if events:
+                subscription.advance(events[-1].position)
+                report.delivered += len(events)
+            if last:
+                break
         report.lag_after = subscription.lag()
     return report
 
 
 def _deliver_batch(
-    events: list[RecordedEvent], orders: OrderService, report: DeliveryReport
+    events: list[RecordedEvent],
+    orders: OrderService,
+    report: DeliveryReport,
+    then: Sequence[Envelope],
 ) -> None:
-    """Every replica update and cascade of the batch in one commit: a cascade is never seen half
-    done, and a round of the demo costs one commit, not two per deleted customer."""
+    """Every replica update and cascade of the batch (and `then`) in one commit: a cascade is
+    never seen half done, and a round of the demo costs one commit, not two per deleted customer."""
     orders.refresh()
     issued = _issue(events, orders)
-    report.results += orders.handle_batch(issued) if issued else []  # re-deliveries: duplicates
+    if issued or then:
+        results = orders.handle_batch([*issued, *then])  # re-deliveries come back as duplicates
+        report.results += results[: len(issued)]
+        report.then_results += results[len(issued) :]
     report.results += _settle(events, orders)
 
 
