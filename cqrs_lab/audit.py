@@ -2,7 +2,7 @@
 
     >>> lab = shop_history("05")            # the demo shop, about 10^5 events, in a temp folder
     >>> actor_activity(lab)                 # who did what, and when
-    >>> activity_figure(weekly_activity(lab))
+    >>> activity_figure(activity_over_time(lab, unit="week"))
 
 Each question is one query function (SQL over the `events` view and the read models, run through
 `lab.sql`, so it reads and never writes) and one figure function that draws the query's result as
