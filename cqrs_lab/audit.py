@@ -11,12 +11,7 @@ a `matplotlib.figure.Figure` (no pyplot state: safe to call anywhere, shown once
 
 from __future__ import annotations
 
-import atexit
-import os
-import shutil
-import tempfile
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -25,6 +20,7 @@ from matplotlib.ticker import MaxNLocator
 from cqrs_lab.demo import generate
 from cqrs_lab.determinism import fixed_clock, seeded_ids
 from cqrs_lab.lab import Lab
+from cqrs_lab.teaching import scratch_folder
 
 ACTOR_ACTIVITY = """
 SELECT
@@ -110,10 +106,7 @@ HISTORY_CLOCK = datetime(2026, 7, 1, 9, 0, tzinfo=UTC)  # after the demo's last 
 
 def shop_history(name: str, *, events: int = 100_000, seed: int = 1) -> Lab:
     """A lab in a temp folder (removed at exit) with the demo shop's seeded history of ~`events`."""
-    # A throwaway history gains nothing from fsync: in memory-backed /dev/shm when there is one.
-    scratch = "/dev/shm" if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK) else None
-    folder = Path(tempfile.mkdtemp(prefix=f"cqrs-lab-{name}-", dir=scratch))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    folder = scratch_folder(name, in_memory=True)
     generate(folder, events=events, seed=seed)
     # Later sends need ids the generator never used (the same seed would repeat them).
     ids = seeded_ids(seed + 1_000_003)
