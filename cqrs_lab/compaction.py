@@ -68,7 +68,7 @@ def compact(log: EventLog, *, target_rows: int, keep_replaced_for: float) -> Com
     recorded = {e.segment.name: e for e in entries}
     for run in plan(chosen, target_rows):
         table = pa.concat_tables([_read_checked(log, seg, recorded) for seg in run])
-        name = state.publish(table, row_group_size=fmt.COMPACT_ROW_GROUP)
+        name = state.publish(table, compacted=True)
         report.written.append(name)
         report.segments_after -= len(run) - 1
     state.remove_replaced(older_than=keep_replaced_for)

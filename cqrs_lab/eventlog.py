@@ -22,7 +22,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
-from operator import attrgetter
 from pathlib import Path
 from typing import Any, overload
 
@@ -30,12 +29,11 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cqrs_lab import display
+from cqrs_lab import display, stamping
 from cqrs_lab import segments as fmt
 from cqrs_lab.compaction import CompactionReport, compact
 from cqrs_lab.determinism import Clock, IdGenerator, random_ids, system_clock
 from cqrs_lab.errors import (
-    ConcurrencyError,
     CorruptLogError,
     DuplicateEventError,
     InvalidEventError,
@@ -48,14 +46,6 @@ from cqrs_lab.writer import WriterState
 NO_STREAM = 0  # expected version meaning "this stream must not exist yet"
 ANY_VERSION = None  # expected version meaning "append whatever the stream's version"
 _PUBLISH_ATTEMPTS = 3
-_REQUIRED_TEXT_COLUMNS = ("stream_id", "stream_type", "event_type")
-_GIVEN_TEXT_COLUMNS = (
-    *_REQUIRED_TEXT_COLUMNS,
-    "command_id",
-    "correlation_id",
-    "causation_id",
-    "actor",
-)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -223,71 +213,28 @@ class EventLog:
         Raises ConcurrencyError (nothing written) if a stream is not at its expected version, and
         DuplicateEventError if an event_id is already in the log or twice in the batch.
         """
-        columns = self._columns(events, expected)
+        batch = stamping.check(events, expected, self.ids)
         with self._lock:
             state = self._writer_state()
             for _ in range(_PUBLISH_ATTEMPTS):
                 state.refresh()
-                table = self._stamp(state, columns, expected)
+                stamping.check_expected(state.versions, expected)
+                taken = state.event_ids.first_known(batch.columns["event_id"])
+                if taken is not None:
+                    raise DuplicateEventError(taken)
+                stamped = stamping.stamp(batch, state.head(self.clock()))
                 try:
-                    state.publish(table)
+                    state.commit(stamped)
                 except FileExistsError:  # a killed writer left a published, unrecorded segment
                     state.recover()
                     continue
-                return Commit(table)
+                return Commit(stamped.table)
         raise CorruptLogError(f"{self.events_dir}: could not publish after recovery; run verify")
 
     def _writer_state(self) -> WriterState:
         if self._writer is None:
             self._writer = WriterState(self.path)
         return self._writer
-
-    def _columns(
-        self, events: Sequence[NewEvent], expected: Mapping[str, int | None]
-    ) -> dict[str, pa.Array]:
-        """Validate the batch and turn it into columns (no positions, versions or hashes yet)."""
-        if not events:
-            raise InvalidEventError("append needs at least one event")
-        columns = {name: list(map(attrgetter(name), events)) for name in _GIVEN_TEXT_COLUMNS}
-        columns["event_id"] = [e.event_id or self.ids() for e in events]
-        arrays = _text_arrays(columns)
-        missing = set(columns["stream_id"]).difference(expected)
-        if missing:
-            raise InvalidEventError(f"no expected version given for stream {min(missing)!r}")
-        if len(set(columns["event_id"])) != len(events):
-            raise DuplicateEventError(_first_repeat(columns["event_id"]))
-        arrays["schema_version"] = _schema_versions([e.schema_version for e in events])
-        arrays["payload"] = _payloads(events)
-        return arrays
-
-    def _stamp(
-        self, state: WriterState, columns: dict[str, Any], expected: Mapping[str, int | None]
-    ) -> pa.Table:
-        """Check expectations and ids against the head, then assign positions, versions, hashes."""
-        for stream_id, version in expected.items():
-            actual = state.versions.get(stream_id, 0)
-            if version is not None and version != actual:
-                raise ConcurrencyError(stream_id, version, actual)
-        taken = state.event_ids.first_known(columns["event_id"].to_pylist())
-        if taken is not None:
-            raise DuplicateEventError(taken)
-        counters: dict[str, int] = {}
-        versions = []
-        for stream_id in columns["stream_id"].to_pylist():
-            counters[stream_id] = counters.get(stream_id, state.versions.get(stream_id, 0)) + 1
-            versions.append(counters[stream_id])
-        count = len(versions)
-        now = self.clock() if state.recorded_at is None else max(self.clock(), state.recorded_at)
-        arrays = {
-            **columns,
-            "position": pa.array(range(state.position + 1, state.position + count + 1), pa.int64()),
-            "version": pa.array(versions, pa.int64()),
-            "recorded_at": pa.repeat(pa.scalar(now, fmt.SCHEMA.field("recorded_at").type), count),
-            "hash": pa.nulls(count, pa.binary(32)),
-        }
-        unhashed = pa.Table.from_arrays([arrays[name] for name in fmt.COLUMNS], schema=_UNHASHED)
-        hashes = pa.array(fmt.chain(fmt.canonical_rows(unhashed), state.last_hash), pa.binary(32))
-        return pa.Table.from_arrays([*unhashed.columns[:-1], hashes], schema=fmt.SCHEMA)
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -455,78 +402,6 @@ class EventLog:
     def _ledger_entries(self) -> list[fmt.LedgerEntry]:
         self._ledger.refresh()
         return self._ledger.entries
-
-
-_UNHASHED = fmt.SCHEMA.set(len(fmt.COLUMNS) - 1, pa.field("hash", pa.binary(32)))
-
-
-def _text_arrays(columns: dict[str, list[Any]]) -> dict[str, pa.Array]:
-    """Columns of ids and names: text without control characters; the required ones non-empty."""
-    arrays = {}
-    for name, values in columns.items():
-        try:
-            arrays[name] = pa.array(values, pa.string())
-        except (pa.ArrowTypeError, pa.ArrowInvalid):
-            bad = next(v for v in values if not isinstance(v, str))
-            raise InvalidEventError(f"event {name} must be text, got {bad!r}") from None
-    every = pa.concat_arrays(list(arrays.values()))
-    required = pa.concat_arrays([arrays[name] for name in _REQUIRED_TEXT_COLUMNS])
-    control = pc.any(pc.match_substring_regex(every, r"[\x00-\x1f\x7f-\x9f]")).as_py()
-    blank = pc.any(pc.equal(pc.utf8_trim_whitespace(required), "")).as_py()
-    if control or blank:
-        for name, values in columns.items():
-            for value in values:
-                empty = name in _REQUIRED_TEXT_COLUMNS and not value.strip()
-                if empty or any(ord(c) < 32 or 127 <= ord(c) <= 159 for c in value):
-                    raise InvalidEventError(
-                        f"event {name} {value!r} is empty or contains control characters"
-                    )
-    return arrays
-
-
-def _schema_versions(values: list[int]) -> pa.Array:
-    bad = [v for v in values if not isinstance(v, int) or not 1 <= v <= 32767]
-    if bad:
-        raise InvalidEventError(f"schema_version {bad[0]!r} is out of range 1..32767")
-    return pa.array(values, pa.int16())
-
-
-def _payloads(events: Sequence[NewEvent]) -> pa.Array:
-    """Payloads as canonical JSON (sorted keys, no spaces); JSON text given is checked as is."""
-    texts = []
-    for index, event in enumerate(events):
-        payload, which = event.payload, f"payload #{index} ({event.event_type})"
-        if isinstance(payload, str):
-            try:
-                parsed = json.loads(payload, parse_constant=_no_constants)
-            except ValueError as error:
-                raise InvalidEventError(f"{which} is not valid JSON: {error}") from None
-            if not isinstance(parsed, dict):
-                raise InvalidEventError(f"{which} is not a JSON object: {payload[:60]!r}")
-            texts.append(payload)
-            continue
-        if not isinstance(payload, Mapping):
-            raise InvalidEventError(f"{which} is not a mapping: {payload!r}")
-        try:
-            texts.append(
-                json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
-            )
-        except (TypeError, ValueError) as error:
-            raise InvalidEventError(f"{which} is not JSON: {error}") from None
-    return pa.array(texts, pa.string())
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _first_repeat(values: list[str]) -> str:
-    seen: set[str] = set()
-    for value in values:
-        if value in seen:
-            return value
-        seen.add(value)
-    raise ValueError("no repeated value")
 
 
 def _read_file(path: Path, columns: Sequence[str]) -> pa.Table:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import os
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pyarrow.compute as pc
 
 from cqrs_lab import segments as fmt
 from cqrs_lab.errors import CorruptLogError
+from cqrs_lab.stamping import Head, Stamped
 
 _STATE_COLUMNS = ["position", "stream_id", "version", "event_id", "recorded_at", "hash"]
 
@@ -53,7 +55,7 @@ class EventIdIndex:
             last = self._chunks.pop()
             self._chunks[-1] = np.sort(np.concatenate([self._chunks[-1], last]))
 
-    def first_known(self, event_ids: list[str]) -> str | None:
+    def first_known(self, event_ids: Sequence[str]) -> str | None:
         """The first of these ids the log already holds, or None."""
         keys = np.fromiter(map(hash, event_ids), dtype=np.int64, count=len(event_ids))
         maybe = np.zeros(len(keys), dtype=bool)
@@ -93,6 +95,11 @@ class WriterState:
         self.recorded_at: datetime | None = None
         self.versions: dict[str, int] = {}
         self.event_ids = EventIdIndex(self.events_dir)
+
+    def head(self, now: datetime) -> Head:
+        """Where the next commit continues; its time never goes back behind the last one's."""
+        at = now if self.recorded_at is None else max(now, self.recorded_at)
+        return Head(self.position, self.last_hash, self.versions, at)
 
     def close(self) -> None:
         """Close the folder and HEAD handles."""
@@ -185,20 +192,35 @@ class WriterState:
 
     # --- publishing ------------------------------------------------------------------------------
 
-    def publish(self, table: pa.Table, *, row_group_size: int = fmt.SMALL_ROW_GROUP) -> str:
+    def publish(self, table: pa.Table, *, compacted: bool = False) -> str:
         """Write rows durably as one segment, record it in HEAD, fold it into the state.
 
         Returns the segment's name. Raises FileExistsError (nothing recorded) if it is taken.
         """
-        data = fmt.encode_segment(table, row_group_size=row_group_size)
         first, last = table["position"][0].as_py(), table["position"][-1].as_py()
+        name = self._publish(table, first, last, table["hash"][-1].as_py(), compacted)
+        self._absorb(table)
+        return name
+
+    def commit(self, stamped: Stamped) -> str:
+        """`publish` one append's rows, folding in what the stamp already knows (no read-back)."""
+        first = self.position + 1
+        last = self.position + stamped.table.num_rows
+        name = self._publish(stamped.table, first, last, stamped.last_hash, False)
+        self.versions.update(stamped.latest)
+        self.event_ids.add(stamped.event_ids)
+        self.position, self.last_hash, self.recorded_at = last, stamped.last_hash, stamped.at
+        return name
+
+    def _publish(
+        self, table: pa.Table, first: int, last: int, last_hash: bytes, compacted: bool
+    ) -> str:
+        row_group_size = fmt.COMPACT_ROW_GROUP if compacted else fmt.SMALL_ROW_GROUP
+        data = fmt.encode_segment(table, row_group_size=row_group_size, compacted=compacted)
         name = fmt.segment_name(first, last)
         fmt.write_durably(self._dir_fd, self.events_dir, name, data)
-        last_hash = table["hash"][-1].as_py().hex()
-        self._record(
-            fmt.LedgerEntry(fmt.Segment(first, last, name), fmt.file_digest(data), last_hash)
-        )
-        self._absorb(table)
+        segment = fmt.Segment(first, last, name)
+        self._record(fmt.LedgerEntry(segment, fmt.file_digest(data), last_hash.hex()))
         return name
 
     def remove_replaced(self, *, older_than: float) -> list[str]:
