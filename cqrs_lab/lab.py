@@ -266,8 +266,8 @@ class Lab:
 
     def history(self, stream_id: str) -> pd.DataFrame:
         """One entity's state after each of its events (e.g. "customer-c-1", "order-o-7")."""
-        log = self.order_log if stream_id.startswith("order-") else self.customer_log
-        return history(self.con, log, stream_id)
+        log = d.ORDER_SERVICE if stream_id.startswith("order-") else d.CUSTOMER_SERVICE
+        return history(self.con, self.read.streams[log], stream_id)
 
     def diff(self, before: AsOf, after: AsOf, table: str = "orders") -> pd.DataFrame:
         """Which rows of a read model changed between two points, column by column."""

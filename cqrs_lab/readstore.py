@@ -26,6 +26,7 @@ from cqrs_lab import projections as p
 from cqrs_lab.errors import CqrsLabError, StoreLockedError
 from cqrs_lab.eventlog import EventLog
 from cqrs_lab.segments import SCHEMA
+from cqrs_lab.streamindex import StreamIndex
 
 # Only SELECT: EXPLAIN ANALYZE would run whatever statement it wraps.
 READ_ONLY_STATEMENTS = {duckdb.StatementType.SELECT}
@@ -69,6 +70,7 @@ def connect(
     # `.tmp` under the working directory, which may hold anything: it gets a folder of its own.
     for setting, value in (
         ("TimeZone", "UTC"),
+        ("parquet_metadata_cache", True),  # files are immutable: footers parsed once
         ("memory_limit", memory_limit),
         ("temp_directory", str(spill)),
         ("allowed_directories", [str(lab.resolve()) + "/"]),
@@ -92,6 +94,7 @@ class ReadStore:
         upto: Mapping[str, int] | None = None,
     ) -> None:
         self.logs = logs
+        self.streams = {name: StreamIndex(lab, name, log) for name, log in logs.items()}
         self.upto = upto  # a fixed cut (time travel), or None: follow the logs' heads
         self._spill = tempfile.TemporaryDirectory(prefix="cqrs-lab-duckdb-")  # removed on close
         self.con = connect(

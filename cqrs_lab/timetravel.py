@@ -23,10 +23,12 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from cqrs_lab import display, pyfold, snapshots
-from cqrs_lab.eventlog import EventLog, records
+from cqrs_lab.eventlog import EventLog, RecordedEvent
 from cqrs_lab.readstore import KEYS, QueryError, ReadStore
+from cqrs_lab.streamindex import StreamIndex
 
 CUT_AT_TIME = """
 SELECT coalesce(max(position), 0)
@@ -48,7 +50,7 @@ SEQUENCE_CUTS = """
 SELECT n, customer, n - customer AS order_
 FROM (
     SELECT row_number() OVER w AS n,
-           count(*) FILTER (WHERE service = 'customer') OVER w AS customer
+           sum(CASE WHEN service = 'customer' THEN 1 ELSE 0 END) OVER w AS customer
     FROM ({union})
     WINDOW w AS (ORDER BY recorded_at, service, position ROWS UNBOUNDED PRECEDING)
 )
@@ -211,20 +213,26 @@ class AsOf:
         )
 
 
-def history(con: duckdb.DuckDBPyConnection, log: EventLog, stream_id: str) -> pd.DataFrame:
-    """One entity's state after each of its events, oldest first."""
-    files = log.file_paths()
-    if not files:
+def history(con: duckdb.DuckDBPyConnection, index: StreamIndex, stream_id: str) -> pd.DataFrame:
+    """One entity's state after each of its events, oldest first (read through the stream index)."""
+    found = index.stream(con, stream_id)
+    if not found.num_rows and not index.log.position:
         return pd.DataFrame()
-    found = con.sql(STREAM_SQL, params={"files": files, "stream_id": stream_id}).to_arrow_table()
-    events = records(found)
     tables, rows = pyfold.empty(), []
-    for event in events:
+    for event in _events(found):
         pyfold.apply(tables, event)
         state = _row_of(tables, event)
         when = {"position": event.position, "recorded_at": event.recorded_at}
         rows.append({**when, "event_type": event.event_type, "actor": event.actor, **state})
     return pd.DataFrame(rows)
+
+
+def _events(table: pa.Table) -> list[RecordedEvent]:
+    """The index's rows as events (the lineage ids and hash a history does not show left empty)."""
+    blank: dict[str, Any] = dict.fromkeys(
+        ("event_id", "command_id", "correlation_id", "causation_id", "hash"), ""
+    )
+    return [RecordedEvent(**row, **blank) for row in table.to_pylist()]
 
 
 def diff(before: AsOf, after: AsOf, table: str) -> pd.DataFrame:
