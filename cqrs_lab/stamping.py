@@ -82,6 +82,7 @@ class Stamped:
     event_ids: list[str]
     last_hash: bytes
     at: datetime  # the commit's recorded_at
+    columns: dict[str, Sequence[Any]] | None = None  # a small commit's rows, times as microseconds
 
 
 # --- checking ------------------------------------------------------------------------------------
@@ -256,7 +257,10 @@ def _stamp_small(batch: Batch, head: Head) -> Stamped:
         [(*row[:7], at, *row[8:], h) for row, h in zip(rows, hashes, strict=True)], _ROW_TYPE
     )
     table = pa.Table.from_batches([pa.RecordBatch.from_struct_array(struct)])
-    return Stamped(table, latest, list(columns["event_id"]), hashes[-1], head.recorded_at)
+    stored_columns = dict(zip(fmt.HASHED_COLUMNS, zip(*rows, strict=True), strict=True))
+    stored_columns["hash"] = hashes
+    event_ids = list(columns["event_id"])
+    return Stamped(table, latest, event_ids, hashes[-1], head.recorded_at, stored_columns)
 
 
 def _row_text(row: tuple[Any, ...]) -> bytes:

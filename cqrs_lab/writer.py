@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cqrs_lab import segments as fmt
+from cqrs_lab import tinyparquet
 from cqrs_lab.errors import CorruptLogError
 from cqrs_lab.stamping import Head, Stamped
 
@@ -198,25 +199,26 @@ class WriterState:
         Returns the segment's name. Raises FileExistsError (nothing recorded) if it is taken.
         """
         first, last = table["position"][0].as_py(), table["position"][-1].as_py()
-        name = self._publish(table, first, last, table["hash"][-1].as_py(), compacted)
+        row_group_size = fmt.COMPACT_ROW_GROUP if compacted else fmt.SMALL_ROW_GROUP
+        data = fmt.encode_segment(table, row_group_size=row_group_size, compacted=compacted)
+        name = self._publish(data, first, last, table["hash"][-1].as_py())
         self._absorb(table)
         return name
 
     def commit(self, stamped: Stamped) -> str:
         """`publish` one append's rows, folding in what the stamp already knows (no read-back)."""
-        first = self.position + 1
-        last = self.position + stamped.table.num_rows
-        name = self._publish(stamped.table, first, last, stamped.last_hash, False)
+        if stamped.columns is not None:
+            data = tinyparquet.encode(stamped.columns)
+        else:
+            data = fmt.encode_segment(stamped.table)
+        first, last = self.position + 1, self.position + stamped.table.num_rows
+        name = self._publish(data, first, last, stamped.last_hash)
         self.versions.update(stamped.latest)
         self.event_ids.add(stamped.event_ids)
         self.position, self.last_hash, self.recorded_at = last, stamped.last_hash, stamped.at
         return name
 
-    def _publish(
-        self, table: pa.Table, first: int, last: int, last_hash: bytes, compacted: bool
-    ) -> str:
-        row_group_size = fmt.COMPACT_ROW_GROUP if compacted else fmt.SMALL_ROW_GROUP
-        data = fmt.encode_segment(table, row_group_size=row_group_size, compacted=compacted)
+    def _publish(self, data: bytes, first: int, last: int, last_hash: bytes) -> str:
         name = fmt.segment_name(first, last)
         fmt.write_durably(self._dir_fd, self.events_dir, name, data)
         segment = fmt.Segment(first, last, name)
