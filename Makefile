@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # JupyterLab refuses to run as root unless told; only pass the flag when we are root.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: lab test lint unit notebooks bench install clean
+.PHONY: lab dashboard test lint unit notebooks bench install clean browser-deps
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ $(STAMP): pyproject.toml | $(UV)
 lab: install
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --no-browser $(ROOT_FLAG)
 
+# The shop dashboard as a standalone page (Voila), on 127.0.0.1 with a login token like `make lab`.
+dashboard: install
+	$(BIN)/voila dashboards/shop.ipynb --Voila.ip=127.0.0.1 --no-browser --token
+
 lint: install
 	$(BIN)/ruff check cqrs_lab tests bench
 	$(BIN)/ruff format --check cqrs_lab tests bench
@@ -34,7 +38,13 @@ lint: install
 # Notebooks run under strict nbval: every stored output must come out the same.
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 
-test: lint
+# Browser tests (tests/browser) drive Debian's chromium, never a downloaded browser build.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser-deps:
+	@test -x /usr/bin/chromium || ($(SUDO) apt-get update && \
+	    $(SUDO) apt-get install -y --no-install-recommends chromium)
+
+test: lint browser-deps
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest $(NBVAL) -p no:cacheprovider notebooks
 
