@@ -17,7 +17,7 @@ Choices the service layer relies on:
 
 # No `from __future__ import annotations`: `_parse_fields` reads the real field types.
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar, assert_never
 
@@ -374,11 +374,20 @@ def evolve_customer(state: Customer | None, event: CustomerEvent) -> Customer | 
         case CustomerRegistered(customer_id=cid, name=name, address=address):
             return Customer(customer_id=cid, name=name, address=address, deleted=False)
         case CustomerRenamed(name=name):
-            return replace(_folded(state, event), name=name)
+            old = _folded(state, event)
+            return Customer(
+                customer_id=old.customer_id, name=name, address=old.address, deleted=old.deleted
+            )
         case CustomerAddressChanged(address=address):
-            return replace(_folded(state, event), address=address)
+            old = _folded(state, event)
+            return Customer(
+                customer_id=old.customer_id, name=old.name, address=address, deleted=old.deleted
+            )
         case CustomerDeleted():
-            return replace(_folded(state, event), deleted=True)
+            old = _folded(state, event)
+            return Customer(
+                customer_id=old.customer_id, name=old.name, address=old.address, deleted=True
+            )
         case _:
             assert_never(event)
 
@@ -396,11 +405,24 @@ def evolve_order(state: Order | None, event: OrderEvent) -> Order | None:
                 status=OPEN,
             )
         case OrderShipped():
-            return replace(_folded(state, event), status=SHIPPED)
+            return _with_status(_folded(state, event), SHIPPED)
         case OrderCancelled():
-            return replace(_folded(state, event), status=CANCELLED)
+            return _with_status(_folded(state, event), CANCELLED)
         case _:
             assert_never(event)
+
+
+# The folds build new states with the constructor, not `dataclasses.replace`, which costs several
+# times more: a service folds every event of its log when it warms up (10^6 and more).
+def _with_status(order: Order, status: str) -> Order:
+    return Order(
+        order_id=order.order_id,
+        customer_id=order.customer_id,
+        product=order.product,
+        quantity=order.quantity,
+        unit_price=order.unit_price,
+        status=status,
+    )
 
 
 def _folded(state: _State | None, event: CustomerEvent | OrderEvent) -> _State:
@@ -433,7 +455,11 @@ def stream_type_of(message: Command | CustomerEvent | OrderEvent) -> str:
 
 def event_to_payload(event: Event) -> dict[str, Any]:
     """The event's fields as a JSON-ready dict; Decimals become strings such as "19.99"."""
-    return {name: _json_ready(getattr(event, name)) for name in _field_names(type(event))}
+    cls = type(event)
+    payload = {name: getattr(event, name) for name in _field_names(cls)}
+    for name in _unready_fields(cls):  # only these can hold a Decimal or a dict to copy
+        payload[name] = _json_ready(payload[name])
+    return payload
 
 
 def command_to_payload(command: Command) -> dict[str, Any]:
@@ -442,6 +468,7 @@ def command_to_payload(command: Command) -> dict[str, Any]:
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_UNREADY_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 def _field_names(cls: type) -> tuple[str, ...]:
@@ -449,6 +476,14 @@ def _field_names(cls: type) -> tuple[str, ...]:
     if cls not in _FIELD_NAMES:
         _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
     return _FIELD_NAMES[cls]
+
+
+def _unready_fields(cls: type) -> tuple[str, ...]:
+    """The fields of an event class that are not JSON-ready as they are (cached)."""
+    if cls not in _UNREADY_FIELDS:
+        ready = (str, int, bool)
+        _UNREADY_FIELDS[cls] = tuple(f.name for f in fields(cls) if f.type not in ready)
+    return _UNREADY_FIELDS[cls]
 
 
 def check_field_types(command: object) -> None:
