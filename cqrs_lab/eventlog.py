@@ -103,9 +103,14 @@ def records(table: pa.Table) -> list[RecordedEvent]:
 class Commit(Sequence[RecordedEvent]):
     """What one append recorded: the rows as an Arrow table, and as RecordedEvents on demand."""
 
-    def __init__(self, table: pa.Table) -> None:
-        self.table = table
+    def __init__(self, table: pa.Table | stamping.Stamped) -> None:
+        self._rows = table  # a Stamped builds its table on first use: appends rarely need it
         self._events: list[RecordedEvent] | None = None
+
+    @property
+    def table(self) -> pa.Table:
+        """The recorded rows as an Arrow table."""
+        return self._rows.table if isinstance(self._rows, stamping.Stamped) else self._rows
 
     @property
     def events(self) -> list[RecordedEvent]:
@@ -122,7 +127,9 @@ class Commit(Sequence[RecordedEvent]):
         return self.events[index]
 
     def __len__(self) -> int:
-        return int(self.table.num_rows)
+        if isinstance(self._rows, stamping.Stamped):
+            return self._rows.rows
+        return int(self._rows.num_rows)
 
     def __iter__(self) -> Iterator[RecordedEvent]:
         return iter(self.events)
@@ -228,7 +235,7 @@ class EventLog:
                 except FileExistsError:  # a killed writer left a published, unrecorded segment
                     state.recover()
                     continue
-                return Commit(stamped.table)
+                return Commit(stamped)
         raise CorruptLogError(f"{self.events_dir}: could not publish after recovery; run verify")
 
     def _writer_state(self) -> WriterState:

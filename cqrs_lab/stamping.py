@@ -3,11 +3,11 @@
 This is the CPU side of every append, so it is written for speed (issue 2's targets: a one-event
 commit under a millisecond including three flushes, bulk batches at >= 500 k events/s):
 
-- The given fields are read once, as one tuple per column; each text column is checked with one
+- The given fields are read once, as one list per column; each text column is checked with one
   regex search over its joined text, not one call per value.
 - Dict payloads are encoded by one encoder call for the whole batch and split at the top-level
   boundaries (a count check proves the split); JSON text is checked with one `raw_decode` each.
-- Small batches are stamped in plain Python and become a table through one struct conversion;
+- Small batches are stamped in plain Python and written by `tinyparquet` from Python lists;
   large ones get versions from numpy and their hashed text from Arrow, where per-call costs vanish.
 - The sha256 chain itself stays a tight Python loop: each hash depends on the one before.
 """
@@ -38,9 +38,8 @@ SMALL_BATCH = 64  # below this, plain Python beats vectorised calls (their fixed
 REQUIRED_TEXT = ("stream_id", "stream_type", "event_type")
 TEXT = (*REQUIRED_TEXT, "command_id", "correlation_id", "causation_id", "actor", "event_id")
 _GIVEN = (*TEXT, "schema_version", "payload")
-_READ_GIVEN = attrgetter(*_GIVEN)
+_READ = [(name, attrgetter(name)) for name in _GIVEN]
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_ROW_TYPE = pa.struct(list(fmt.SCHEMA))
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -73,16 +72,45 @@ class Head:
     recorded_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
 class Stamped:
-    """One commit's rows, and what the writer's state learns from them."""
+    """One commit's rows, and what the writer's state learns from them.
 
-    table: pa.Table
-    latest: dict[str, int]  # each stream's version after this commit
-    event_ids: list[str]
-    last_hash: bytes
-    at: datetime  # the commit's recorded_at
-    columns: dict[str, Sequence[Any]] | None = None  # a small commit's rows, times as microseconds
+    A small commit keeps its rows as Python columns (times in microseconds): the segment is
+    written from them, and the Arrow table is only built if someone asks for it.
+    """
+
+    __slots__ = ("_table", "at", "columns", "event_ids", "last_hash", "latest", "rows")
+
+    def __init__(
+        self,
+        *,
+        latest: dict[str, int],
+        event_ids: list[str],
+        last_hash: bytes,
+        at: datetime,
+        table: pa.Table | None = None,
+        columns: dict[str, Sequence[Any]] | None = None,
+    ) -> None:
+        self.latest = latest  # each stream's version after this commit
+        self.event_ids = event_ids
+        self.last_hash = last_hash
+        self.at = at  # the commit's recorded_at
+        self._table = table
+        self.columns = columns
+        self.rows = len(event_ids)
+
+    @property
+    def table(self) -> pa.Table:
+        """The rows as an Arrow table with the event row schema."""
+        if self._table is None:
+            assert self.columns is not None  # one of the two is always given
+            arrays = [pa.array(self.columns[f.name], f.type) for f in _STORED_FIELDS]
+            self._table = pa.Table.from_arrays(arrays, schema=_STORED).cast(fmt.SCHEMA)
+        return self._table
+
+
+_STORED = fmt.SCHEMA.set(7, pa.field("recorded_at", pa.int64(), nullable=False))
+_STORED_FIELDS = list(_STORED)
 
 
 # --- checking ------------------------------------------------------------------------------------
@@ -94,9 +122,9 @@ def check(
     """Validate a batch and give it event ids; raises InvalidEventError or DuplicateEventError."""
     if not events:
         raise InvalidEventError("append needs at least one event")
-    columns: dict[str, Sequence[Any]] = dict(
-        zip(_GIVEN, zip(*map(_READ_GIVEN, events), strict=True), strict=True)
-    )
+    # One list per field, not one tuple per event: big batches would otherwise make the garbage
+    # collector walk the whole heap (10^5 new tuples trigger full collections).
+    columns: dict[str, Sequence[Any]] = {name: list(map(getter, events)) for name, getter in _READ}
     columns["event_id"] = [given or ids() for given in columns["event_id"]]
     for name in TEXT:
         _check_text(name, columns[name])
@@ -253,14 +281,10 @@ def _stamp_small(batch: Batch, head: Head) -> Stamped:
         )
     )
     hashes = list(fmt.chain(map(_row_text, rows), head.last_hash))
-    struct = pa.array(
-        [(*row[:7], at, *row[8:], h) for row, h in zip(rows, hashes, strict=True)], _ROW_TYPE
-    )
-    table = pa.Table.from_batches([pa.RecordBatch.from_struct_array(struct)])
-    stored_columns = dict(zip(fmt.HASHED_COLUMNS, zip(*rows, strict=True), strict=True))
-    stored_columns["hash"] = hashes
+    stored = dict(zip(fmt.HASHED_COLUMNS, zip(*rows, strict=True), strict=True))
+    stored["hash"] = hashes
     event_ids = list(columns["event_id"])
-    return Stamped(table, latest, event_ids, hashes[-1], head.recorded_at, stored_columns)
+    return Stamped(latest=latest, event_ids=event_ids, last_hash=hashes[-1], at=at, columns=stored)
 
 
 def _row_text(row: tuple[Any, ...]) -> bytes:
@@ -288,7 +312,10 @@ def _stamp_large(batch: Batch, head: Head) -> Stamped:
     hashes = list(fmt.chain(joined.to_pylist(), head.last_hash))
     arrays["hash"] = pa.array(hashes, pa.binary(32))
     table = pa.Table.from_arrays([arrays[name] for name in fmt.COLUMNS], schema=fmt.SCHEMA)
-    return Stamped(table, latest, list(columns["event_id"]), hashes[-1], head.recorded_at)
+    event_ids = list(columns["event_id"])
+    return Stamped(
+        latest=latest, event_ids=event_ids, last_hash=hashes[-1], at=head.recorded_at, table=table
+    )
 
 
 def _text_array(values: Sequence[str]) -> pa.Array:

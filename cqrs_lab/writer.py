@@ -211,7 +211,7 @@ class WriterState:
             data = tinyparquet.encode(stamped.columns)
         else:
             data = fmt.encode_segment(stamped.table)
-        first, last = self.position + 1, self.position + stamped.table.num_rows
+        first, last = self.position + 1, self.position + stamped.rows
         name = self._publish(data, first, last, stamped.last_hash)
         self.versions.update(stamped.latest)
         self.event_ids.add(stamped.event_ids)
