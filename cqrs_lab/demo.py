@@ -15,10 +15,8 @@ the lab is next opened or synced.
 
 from __future__ import annotations
 
-import gc
 import random
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -31,7 +29,7 @@ from cqrs_lab import domain as d
 from cqrs_lab.determinism import seeded_ids
 from cqrs_lab.lab import Lab
 from cqrs_lab.messaging import deliver
-from cqrs_lab.services import REJECTED, Envelope
+from cqrs_lab.services import REJECTED, Envelope, cyclic_gc_paused
 
 START = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
 ROUNDS = 400  # about this many rounds, so times spread over about five months
@@ -276,7 +274,7 @@ def generate(
     with (
         Lab.create(path, clock=clock, ids=seeded_ids(seed)) as lab,
         tqdm(total=target, disable=not progress, unit="event", desc="demo") as bar,
-        _cyclic_gc_paused(),
+        cyclic_gc_paused(),  # millions of long-lived objects and no cycles: see its docstring
     ):
         while (done := _event_count(lab)) < target:
             bar.update(done - bar.n)
@@ -291,24 +289,6 @@ def generate(
         for log in (lab.customer_log, lab.order_log):  # one file per round is slow to open
             log.compact(keep_replaced_for=0)  # a new lab: no query can hold the old files
         return DemoReport(Path(path), shop.registered, shop.placed, _event_count(lab), rejected)
-
-
-@contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """Pause Python's cycle collector while the generator runs.
-
-    The generator builds millions of long-lived objects (states, ids, the shop's pools) and no
-    reference cycles (`gc.collect()` after a 10^5-event run with the collector off finds none),
-    so each full collection re-scans everything and frees nothing: 11% of the CPU time at 3x10^5
-    events, more at 10^6. Reference counting still frees everything as usual.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _round(lab: Lab, drawn: list[tuple[d.Command, str]]) -> int:

