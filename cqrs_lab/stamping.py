@@ -15,6 +15,7 @@ commit under a millisecond including three flushes, bulk batches at >= 500 k eve
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cqrs_lab import segments as fmt
-from cqrs_lab.determinism import IdGenerator
+from cqrs_lab.determinism import IdGenerator, random_ids
 from cqrs_lab.errors import ConcurrencyError, DuplicateEventError, InvalidEventError
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ def check(
     # One list per field, not one tuple per event: big batches would otherwise make the garbage
     # collector walk the whole heap (10^5 new tuples trigger full collections).
     columns: dict[str, Sequence[Any]] = {name: list(map(getter, events)) for name, getter in _READ}
-    columns["event_id"] = [given or ids() for given in columns["event_id"]]
+    columns["event_id"] = _event_ids(columns["event_id"], ids)
     for name in TEXT:
         _check_text(name, columns[name])
     missing = set(columns["stream_id"]).difference(expected)
@@ -136,6 +137,14 @@ def check(
     _check_schema_versions(columns["schema_version"])
     columns["payload"] = payload_texts(columns["payload"], columns["event_type"])
     return Batch(columns)
+
+
+def _event_ids(given: Sequence[str | None], ids: IdGenerator) -> list[str]:
+    """The given ids, and new ones where none was given (the default generator's in bulk)."""
+    if ids is random_ids and all(event_id is None for event_id in given):
+        digits = os.urandom(16 * len(given)).hex()  # what random_ids hands out, one call
+        return [digits[at : at + 32] for at in range(0, len(digits), 32)]
+    return [event_id or ids() for event_id in given]
 
 
 def _check_text(name: str, values: Sequence[Any]) -> None:
@@ -190,6 +199,8 @@ def payload_texts(payloads: Sequence[Any], event_types: Sequence[str]) -> list[s
         texts = _encode_all(payloads)
         if texts is not None:
             return texts
+    elif all(type(payload) is str for payload in payloads) and _all_json_objects(payloads):
+        return list(payloads)
     return [
         _payload_text(payload, f"payload #{index} ({event_type})")
         for index, (payload, event_type) in enumerate(zip(payloads, event_types, strict=True))
@@ -223,6 +234,19 @@ def _payload_text(payload: Any, which: str) -> str:
         return _ENCODER.encode(payload)
     except (TypeError, ValueError) as error:
         raise InvalidEventError(f"{which} is not JSON: {error}") from None
+
+
+def _all_json_objects(texts: Sequence[str]) -> bool:
+    """Whether every text is exactly one JSON object: one C scan each, no wrappers around it."""
+    scan = _DECODER.scan_once  # type: ignore[attr-defined]  # what json.loads ends up calling
+    for text in texts:
+        try:
+            parsed, end = scan(text, 0)
+        except (ValueError, StopIteration):  # StopIteration: no JSON value at all
+            return False
+        if end != len(text) or type(parsed) is not dict:
+            return False  # the one-by-one path accepts surrounding whitespace, or says why not
+    return True
 
 
 def _check_json_object(text: str, which: str) -> None:

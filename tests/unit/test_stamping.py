@@ -127,3 +127,19 @@ def test_a_bool_schema_version_is_refused() -> None:
             {"a": 0},
             ids(),
         )
+
+
+def test_default_event_ids_made_in_bulk_look_like_random_ids_and_are_all_different() -> None:
+    streams = ["a"] * 500
+    batch = stamping.check(events_for(streams), {"a": 0}, stamping.random_ids)
+    made = batch.columns["event_id"]
+    assert len(set(made)) == 500
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in made)
+    assert len(stamping.random_ids()) == 32
+
+
+def test_given_event_ids_are_kept_and_only_missing_ones_are_generated() -> None:
+    events = events_for(["a", "a"])
+    events[0] = NewEvent(stream_id="a", stream_type="T", event_type="E", payload={}, event_id="x")
+    batch = stamping.check(events, {"a": 0}, ids())
+    assert batch.columns["event_id"] == ["x", "id-1"]
