@@ -191,8 +191,10 @@ CHANGED_ORDERS = """
 CREATE OR REPLACE TEMP TABLE changed_orders AS
 SELECT d.order_id,
        coalesce(o.customer_id, d.customer_id) AS customer_id,
-       CASE WHEN o.order_id IS NULL THEN c.name ELSE coalesce(r.name, o.customer_name) END
-           AS customer_name,
+       CASE
+           WHEN o.order_id IS NULL THEN coalesce(cc.name, sc.name)
+           ELSE coalesce(r.name, o.customer_name)
+       END AS customer_name,
        coalesce(o.product, d.product) AS product,
        coalesce(o.quantity, d.quantity) AS quantity,
        coalesce(o.unit_price, d.unit_price) AS unit_price,
@@ -206,7 +208,8 @@ SELECT d.order_id,
        d.version
 FROM order_delta AS d
 LEFT JOIN snapshot_orders AS o USING (order_id)
-LEFT JOIN customers AS c ON c.customer_id = d.customer_id
+LEFT JOIN changed_customers AS cc ON cc.customer_id = d.customer_id
+LEFT JOIN snapshot_customers AS sc ON sc.customer_id = d.customer_id
 LEFT JOIN customer_delta AS r ON r.customer_id = o.customer_id AND r.renamed
 UNION ALL
 SELECT o.* REPLACE (r.name AS customer_name)
