@@ -27,9 +27,13 @@ memory (not durable). In the cascade the peer deletes the customer and cancels i
 one `save` (its order ids from an in-memory index, as the Order service keeps one); it has no
 messaging or read models.
 
-Run times (2-core VM shared with other jobs, load average 4-7): small ~2 min, of which the demo
-generator's two runs take ~1.5 min (its time is set by its ~3,400 fsync'd commits, nearly the
-same at 10^4 and 10^5 events), so small scale cannot get under a minute while it is this slow.
+The demo makes two commits per round whatever its size (one per service: the Order service's
+holds the previous round's delivery, cascades included, then the round's orders), about 1,250 at
+10^5 and 10^6 events; so at 10^5 its time is mostly fsyncs (seconds on a quiet machine, several
+times more under load) and at 10^6 mostly CPU per event. The send part also prints the time a
+send spends outside `EventLog.append` (the service's share: refresh, decide, fold, result).
+
+Run times (2-core VM shared with other jobs, load average 4-7): small ~1.5 min.
 """
 
 from __future__ import annotations
@@ -470,15 +474,17 @@ def send(ctx: Context) -> None:
     )
     for command in warmup[2:]:
         assert lab.send(command).accepted
-    seconds, cpu = [], []
+    seconds, cpu, seconds_outside, appending = [], [], [], timed_appends(lab)
     with ctx.profiled("send"):
         for command in timed:
+            appending[0] = 0.0
             began, began_cpu = time.perf_counter(), time.process_time()
             result = lab.send(command)
             seconds.append(time.perf_counter() - began)
             cpu.append(time.process_time() - began_cpu)
             if not result.accepted:
                 raise AssertionError(f"{command} was not accepted: {result}")
+            seconds_outside.append(seconds[-1] - appending[0])
     by_kind = {
         kind: percentiles([s for s, c in zip(seconds, timed, strict=True) if type(c) is kind])[50]
         for kind in (d.RenameCustomer, d.PlaceOrder, d.ShipOrder)
@@ -486,7 +492,8 @@ def send(ctx: Context) -> None:
     ctx.info(
         "cqrs_lab p50 by command: "
         + ", ".join(f"{k.__name__} {v:.2f} ms" for k, v in by_kind.items())
-        + f"; CPU time per send p50 {percentiles(cpu)[50]:.2f} ms"
+        + f"; CPU time per send p50 {percentiles(cpu)[50]:.2f} ms; outside EventLog.append "
+        + f"p50 {percentiles(seconds_outside)[50]:.3f} ms"
     )
     samples = {"cqrs_lab": seconds}
     for kind in (peers.SQLITE, peers.POPO):
@@ -504,6 +511,23 @@ def send(ctx: Context) -> None:
                 peers={name: stats[name][point] for name in PEERS},
             )
         )
+
+
+def timed_appends(lab: Lab) -> list[float]:
+    """Make both logs of `lab` add the seconds each append takes to the returned cell."""
+    cell = [0.0]
+    for log in (lab.customer_log, lab.order_log):
+        append = log.append
+
+        def timed(*args: Any, _append: Any = append, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return _append(*args, **kwargs)
+            finally:
+                cell[0] += time.perf_counter() - began
+
+        log.append = timed  # type: ignore[method-assign]
+    return cell
 
 
 def commands(lab: Lab, count: int) -> tuple[list[d.Command], list[d.Command]]:
