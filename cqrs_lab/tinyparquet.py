@@ -29,6 +29,8 @@ _WITH_STATISTICS = ("position", "version", "recorded_at", "stream_id")
 
 
 def _varint(value: int) -> bytes:
+    if value < 128:
+        return _ONE_BYTE[value]
     out = bytearray()
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)
@@ -39,6 +41,9 @@ def _varint(value: int) -> bytes:
 
 def _zigzag(value: int) -> bytes:
     return _varint(value << 1 if value >= 0 else (-value << 1) - 1)
+
+
+_ONE_BYTE = [bytes([value]) for value in range(128)]
 
 
 class _Struct:
