@@ -21,7 +21,8 @@ from labkit import delivery_lag, new_lab, payload, place, register, reopen
 from cqrs_lab import domain as d
 from cqrs_lab.eventlog import EventLog
 from cqrs_lab.lab import Lab
-from cqrs_lab.messaging import Subscription, derived_id
+from cqrs_lab.messaging import Subscription, deliver, derived_id
+from cqrs_lab.services import Envelope
 
 # --- deleting a customer --------------------------------------------------------------------------
 
@@ -195,6 +196,71 @@ def test_a_lab_opened_again_answers_replica_and_orders_from_its_log(tmp_path: Pa
         assert replica is not None, "the Order service forgot customer c1"
         assert replica.deleted
         assert [o.order_id for o in again.order.orders("c1")] == ["o1", "o2", "o3", "o4"]
+
+
+def test_the_cascades_of_customers_deleted_together_are_one_commit_in_source_order(tmp_path: Path):
+    lab = new_lab(tmp_path / "lab")
+    lab.send_many([register("c1"), register("c2")])
+    lab.sync()
+    lab.send_many([place("o1", "c1"), place("o2", "c2")])
+    lab.send_many([d.DeleteCustomer(customer_id="c1"), d.DeleteCustomer(customer_id="c2")])
+    before = lab.order_log.committed_position()
+
+    lab.sync()
+
+    delivered = lab.order_log.read(after=before)
+    assert [(e.event_type, e.stream_id) for e in delivered] == [
+        ("OrderCancelled", "order-o1"),
+        ("CustomerReplicated", "replica-customer-c1"),
+        ("OrderCancelled", "order-o2"),
+        ("CustomerReplicated", "replica-customer-c2"),
+    ]
+    assert len({e.recorded_at for e in delivered}) == 1  # the clock is read once per commit
+    assert len({e.correlation_id for e in delivered}) == 2  # each cascade traces to its deletion
+
+
+def _envelope(command: d.Command, command_id: str) -> Envelope:
+    return Envelope(
+        command=command,
+        command_id=command_id,
+        correlation_id=command_id,
+        causation_id=command_id,
+        actor="test",
+    )
+
+
+def test_commands_given_to_a_delivery_are_decided_after_it_in_its_commit(tmp_path: Path):
+    lab = new_lab(tmp_path / "lab")
+    lab.send(register("c1"))  # customer log position 1
+    lab.send(register("c2"))  # position 2: after `upto`, so not delivered
+    orders = [_envelope(place("o1", "c1"), "cmd-o1"), _envelope(place("o2", "c2"), "cmd-o2")]
+
+    report = deliver(lab.subscription, lab.order, upto=1, then=orders)
+
+    assert report.delivered == 1 and lab.subscription.checkpoint == 1
+    assert [r.status for r in report.then_results] == ["accepted", "rejected"]
+    assert "'c2' is unknown" in report.then_results[1].reason
+    assert [r.status for r in report.results] == ["accepted"]  # the replica update of c1
+    written = lab.order_log.read()
+    assert [e.event_type for e in written] == [
+        "CustomerReplicated",
+        "OrderPlaced",
+        "CommandRejected",
+    ]
+    assert len({e.recorded_at for e in written}) == 1
+    assert delivery_lag(lab) == 1
+
+
+def test_commands_given_to_a_delivery_with_nothing_pending_are_still_handled(tmp_path: Path):
+    lab = new_lab(tmp_path / "lab")
+    lab.send(register("c1"))
+    lab.sync()
+
+    report = deliver(lab.subscription, lab.order, then=[_envelope(place("o1", "c1"), "cmd-o1")])
+
+    assert report.delivered == 0 and report.results == []
+    assert [r.status for r in report.then_results] == ["accepted"]
+    assert lab.order.states["order-o1"].status == d.OPEN
 
 
 # --- delivered twice ------------------------------------------------------------------------------
