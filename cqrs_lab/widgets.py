@@ -84,7 +84,11 @@ class CommandForm(w.VBox):
         self.inputs = {f.name: _text_box(f.name, f.type) for f in fields(command_type)}
         self.problems = {name: w.HTML() for name in self.inputs}
         self.actor = w.Text(value=actor, description="actor")
-        self.submit = w.Button(description=f"Send {command_type.__name__}", button_style="primary")
+        self.submit = w.Button(
+            description=f"Send {command_type.__name__}",
+            button_style="primary",
+            layout=w.Layout(width="auto"),  # the whole command name, not "Send RegisterCus..."
+        )
         self.result = w.HTML()
         self.last_result: SendResult | None = None
         self.last_problems: Mapping[str, str] = {}
