@@ -414,6 +414,33 @@ def test_a_stream_another_process_created_just_before_our_append_is_not_a_lastin
     assert "already registered" in result.reason
 
 
+def test_an_event_another_process_appended_just_after_ours_is_folded_by_our_next_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    path = tmp_path / "lab"
+    one = new_lab(path)
+    one.send(register("c1"))
+    two = reopen(path)
+    append = one.customer_log.append
+
+    def append_then_the_other_process_renames_c1(*args: Any, **kwargs: Any) -> Any:
+        commit = append(*args, **kwargs)
+        monkeypatch.setattr(one.customer_log, "append", append)  # only once
+        assert two.send(d.RenameCustomer(customer_id="c1", name="Elsewhere")).accepted
+        return commit
+
+    monkeypatch.setattr(one.customer_log, "append", append_then_the_other_process_renames_c1)
+    ours = one.send(register("c2"))  # position 2; the other's rename lands at 3 before we look
+    renamed = one.send(d.RenameCustomer(customer_id="c1", name="Here"))
+
+    assert ours.events[0].position == 2
+    assert renamed.status == "accepted", renamed.reason
+    stream = one.customer_log.read(stream_id="customer-c1")
+    assert [payload(e).get("name") for e in stream] == ["Ada", "Elsewhere", "Here"]
+    assert one.customer.states["customer-c1"].name == "Here"
+    two.close()
+
+
 def test_alternating_sends_from_two_labs_lose_no_update(tmp_path: Path):
     path = tmp_path / "lab"
     one = new_lab(path)
