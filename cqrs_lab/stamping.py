@@ -1,4 +1,4 @@
-"""From a batch of new events to the rows of one commit: checks, versions, hashes, one Arrow table.
+"""From a batch of new events to the rows of one commit: checks, versions, hashes, the table.
 
 This is the CPU side of every append, so it is written for speed (issue 2's targets: a one-event
 commit under a millisecond including three flushes, bulk batches at >= 500 k events/s):
@@ -6,7 +6,7 @@ commit under a millisecond including three flushes, bulk batches at >= 500 k eve
 - The given fields are read once, as one list per column; each text column is checked with one
   regex search over its joined text, not one call per value.
 - Dict payloads are encoded by one encoder call for the whole batch and split at the top-level
-  boundaries (a count check proves the split); JSON text is checked with one `raw_decode` each.
+  boundaries (a count check proves the split); JSON text gets one pass of the C scanner each.
 - Small batches are stamped in plain Python and written by `tinyparquet` from Python lists;
   large ones get versions from numpy and their hashed text from Arrow, where per-call costs vanish.
 - The sha256 chain itself stays a tight Python loop: each hash depends on the one before.
