@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from cqrs_lab import progress
 from cqrs_lab import segments as fmt
 from cqrs_lab.errors import CorruptLogError
 
@@ -66,13 +67,20 @@ def compact(log: EventLog, *, target_rows: int, keep_replaced_for: float) -> Com
     chosen = fmt.recorded_cover(entries)
     report = CompactionReport(len(chosen), len(chosen))
     recorded = {e.segment.name: e for e in entries}
-    for run in plan(chosen, target_rows):
-        table = pa.concat_tables([_read_checked(log, seg, recorded) for seg in run])
-        name = state.publish(table, compacted=True)
-        report.written.append(name)
-        report.segments_after -= len(run) - 1
+    runs = plan(chosen, target_rows)
+    with progress.bar(sum(_rows(run) for run in runs), desc=f"compact {log.path.name}") as shown:
+        for run in runs:
+            table = pa.concat_tables([_read_checked(log, seg, recorded) for seg in run])
+            name = state.publish(table, compacted=True)
+            report.written.append(name)
+            report.segments_after -= len(run) - 1
+            shown.update(_rows(run))
     state.remove_replaced(older_than=keep_replaced_for)
     return report
+
+
+def _rows(run: list[fmt.Segment]) -> int:
+    return sum(seg.last - seg.first + 1 for seg in run)
 
 
 def _read_checked(

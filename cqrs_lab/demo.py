@@ -23,12 +23,11 @@ from decimal import Decimal
 from itertools import accumulate
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from cqrs_lab import domain as d
 from cqrs_lab.determinism import seeded_ids
 from cqrs_lab.lab import Lab
 from cqrs_lab.messaging import deliver
+from cqrs_lab.progress import bar as progress_bar
 from cqrs_lab.services import REJECTED, Envelope, cyclic_gc_paused
 
 START = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
@@ -261,9 +260,12 @@ def generate(
     customers: int | None = None,
     events: int | None = None,
     seed: int = 0,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> DemoReport:
-    """Build a new lab at `path` with a shop history of about `customers` or `events`."""
+    """Build a new lab at `path` with a shop history of about `customers` or `events`.
+
+    `progress`: show a bar (None: when someone watches a big run, see `progress.py`).
+    """
     if customers is None and events is None:
         customers = 100
     target = events if events is not None else (customers or 0) * 12
@@ -273,7 +275,7 @@ def generate(
     rejected = 0
     with (
         Lab.create(path, clock=clock, ids=seeded_ids(seed)) as lab,
-        tqdm(total=target, disable=not progress, unit="event", desc="demo") as bar,
+        progress_bar(target, desc="demo", show=progress) as bar,
         cyclic_gc_paused(),  # millions of long-lived objects and no cycles: see its docstring
     ):
         while (done := _event_count(lab)) < target:
