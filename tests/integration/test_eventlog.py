@@ -786,6 +786,30 @@ def test_verify_finds_a_truncated_tail_segment(three: EventLog) -> None:
     assert any("unreadable" in p for p in problems_in(three, path.name))
 
 
+def test_an_unreadable_segment_is_the_only_one_verify_blames(three: EventLog) -> None:
+    # Streams a and b move on inside the unreadable middle segment; the next one is not at fault.
+    middle = segment_files(three)[1]
+    middle.write_bytes(middle.read_bytes()[: middle.stat().st_size // 2])
+
+    report = three.verify()
+
+    assert {finding.file for finding in report.findings} == {middle.name}
+
+
+def test_after_an_unreadable_segment_a_stream_going_back_is_still_caught(
+    three: EventLog,
+) -> None:
+    middle, last = segment_files(three)[1], segment_files(three)[2]
+    middle.write_bytes(middle.read_bytes()[: middle.stat().st_size // 2])
+    table = pq.read_table(last)
+    versions = pa.array([1, 3], pa.int64())  # stream a back at v1 (it was at 2 before the gap)
+    pq.write_table(
+        table.set_column(table.schema.get_field_index("version"), "version", versions), last
+    )
+
+    assert any("'a' jumps to version 1" in p for p in problems_in(three, last.name))
+
+
 def test_verify_finds_two_rows_swapped(three: EventLog) -> None:
     path = segment_files(three)[1]
     pq.write_table(pq.read_table(path).take([1, 0]), path)
