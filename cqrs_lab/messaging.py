@@ -39,6 +39,9 @@ class Subscription:
         self.path = folder / f"{name}.checkpoint"
         self.lock = FileLock(folder / f"{name}.lock")
 
+    def __repr__(self) -> str:
+        return f"Subscription({self.name!r} to {str(self.source.path)!r}, at {self.checkpoint})"
+
     @property
     def checkpoint(self) -> int:
         """The last source position whose effects are committed (0: nothing yet)."""

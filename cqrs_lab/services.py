@@ -82,7 +82,7 @@ class SendResult:
     def __str__(self) -> str:
         name = type(self.command).__name__
         if self.status == DUPLICATE:
-            return f"{name}: duplicate of command {self.command_id[:8]}, already handled"
+            return f"{name}: duplicate of command {self.command_id}, already handled"
         lines = [f"{name}: {self.status}" + (f" - {self.reason}" if self.reason else "")]
         lines += [
             f"  #{e.position} {e.event_type} {e.stream_id} v{e.version} {e.payload}"
@@ -124,6 +124,9 @@ class Service:
         self.handled: set[str] = set()
         self.versions: dict[str, int] = {}
         self.states: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.log.path)!r}, at position {self.position})"
 
     def handle(self, envelope: Envelope) -> SendResult:
         """Handle one command; see the module docstring for the steps."""

@@ -261,9 +261,19 @@ def test_a_duplicate_result_says_so(tmp_path: Path):
     lab.send(register("c1"), command_id="0123456789abcdef")
     result = lab.send(register("c1"), command_id="0123456789abcdef")
 
-    assert str(result) == "RegisterCustomer: duplicate of command 01234567, already handled"
+    assert str(result) == (
+        "RegisterCustomer: duplicate of command 0123456789abcdef, already handled"
+    )
     assert "duplicate" in result._repr_html_()
     assert "<table>" not in result._repr_html_()
+
+
+def test_services_and_subscriptions_say_what_they_are(tmp_path: Path):
+    lab = new_lab(tmp_path / "lab")
+
+    assert repr(lab.order) == f"OrderService({str(tmp_path / 'lab' / 'order')!r}, at position 0)"
+    assert repr(lab.subscription).startswith("Subscription('customer-events' to ")
+    assert "0x" not in repr(lab.customer) + repr(lab.subscription)
 
 
 def test_results_show_the_same_in_two_identical_labs(tmp_path: Path):
