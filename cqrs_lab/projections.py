@@ -24,6 +24,7 @@ from typing import Any
 
 import duckdb
 
+from cqrs_lab import progress
 from cqrs_lab.eventlog import EventLog
 
 TABLES = ("customers", "orders")
@@ -221,6 +222,8 @@ class CatchUp:
         parts = [f"{log} +{n} (to {self.positions[log]})" for log, n in self.folded.items()]
         return "read models caught up: " + ", ".join(parts)
 
+    __repr__ = __str__
+
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the read-model tables, views and checkpoints if they are not there."""
@@ -259,23 +262,25 @@ def catch_up(
     """
     done = checkpoints(con)
     targets = {name: (upto or {}).get(name, log.position) for name, log in logs.items()}
+    work = {name: max(0, targets[name] - done.get(name, 0)) for name in logs}
     con.execute("BEGIN TRANSACTION")
     try:
-        for name in ("customer", "order"):
-            after, target = done.get(name, 0), targets[name]
-            if target > after:
-                files = logs[name].file_paths(after=after, upto=target)
-                params = {"files": files, "after": after, "upto": target}
-                fresh = after == 0 and (name == "order" or done.get("order", 0) == 0)
-                (_fold_fresh if fresh else _fold_delta)(con, name, params)
-            con.execute(CLEAR_CHECKPOINT, {"log": name})
-            con.execute(SET_CHECKPOINT, {"log": name, "position": max(target, after)})
+        with progress.bar(sum(work.values()), desc="read models") as shown:
+            for name in ("customer", "order"):
+                after, target = done.get(name, 0), targets[name]
+                if target > after:
+                    files = logs[name].file_paths(after=after, upto=target)
+                    params = {"files": files, "after": after, "upto": target}
+                    fresh = after == 0 and (name == "order" or done.get("order", 0) == 0)
+                    (_fold_fresh if fresh else _fold_delta)(con, name, params)
+                con.execute(CLEAR_CHECKPOINT, {"log": name})
+                con.execute(SET_CHECKPOINT, {"log": name, "position": max(target, after)})
+                shown.update(work.get(name, 0))
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    folded = {name: max(0, targets[name] - done.get(name, 0)) for name in logs}
-    return CatchUp(folded, {name: max(targets[name], done.get(name, 0)) for name in logs})
+    return CatchUp(work, {name: max(targets[name], done.get(name, 0)) for name in logs})
 
 
 # Per log: the fresh fold (onto no rows), the delta table, its insert of new rows, its update.
