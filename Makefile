@@ -52,6 +52,7 @@ test: lint browser-deps
 notebooks: install
 	$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=120 --ExecutePreprocessor.store_widget_state=False \
+	    --ExecutePreprocessor.record_timing=False \
 	    notebooks/[0-9]*.ipynb
 
 bench: install
