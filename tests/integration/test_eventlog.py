@@ -804,7 +804,10 @@ def test_after_an_unreadable_segment_a_stream_going_back_is_still_caught(
     table = pq.read_table(last)
     versions = pa.array([1, 3], pa.int64())  # stream a back at v1 (it was at 2 before the gap)
     pq.write_table(
-        table.set_column(table.schema.get_field_index("version"), "version", versions), last
+        table.set_column(
+            table.schema.get_field_index("version"), table.schema.field("version"), versions
+        ),
+        last,
     )
 
     assert any("'a' jumps to version 1" in p for p in problems_in(three, last.name))
