@@ -42,7 +42,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cf
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 browser-deps:
 	@test -x /usr/bin/chromium || ($(SUDO) apt-get update && \
-	    $(SUDO) apt-get install -y --no-install-recommends chromium)
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 
 test: lint browser-deps
 	$(BIN)/python -m pytest
