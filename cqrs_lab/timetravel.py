@@ -223,6 +223,12 @@ class AsOf:
         """Free the view's database."""
         self.store.close()
 
+    def __enter__(self) -> AsOf:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def __str__(self) -> str:
         where = ", ".join(f"{log} log up to #{position}" for log, position in self.cut.items())
         return f"AsOf({self.label}: {where})"

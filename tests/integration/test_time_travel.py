@@ -379,3 +379,11 @@ def test_cli_sql_takes_a_position_or_a_time_not_both(lab: Lab, capsys: pytest.Ca
 
     assert caught.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_an_as_of_view_closes_itself_at_the_end_of_a_with_block(lab: Lab):
+    with lab.as_of(position=3) as view:
+        assert len(view.sql("SELECT * FROM customers")) >= 1
+
+    with pytest.raises(Exception, match=r"(?i)closed"):
+        view.sql("SELECT * FROM customers")
