@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 import peers
 import workload
-from harness import Context, Figure, Stopwatch, percentiles, power
+from harness import Context, Figure, Stopwatch, percentiles, power, report_latencies
 
 from cqrs_lab.eventlog import NO_STREAM, EventLog, NewEvent
 
@@ -69,19 +69,8 @@ def latency(ctx: Context) -> None:
         for kind in (peers.SQLITE, peers.POPO):
             samples[f"es-{kind}"] = recorder_single_appends(ctx, kind, mode, count)
             samples[f"es-{kind}-app"] = app_single_appends(ctx, kind, mode, count)
-        stats = {name: percentiles(seconds) for name, seconds in samples.items()}
-        for point in (50, 90, 99):
-            ctx.report(
-                Figure(
-                    key=f"eventlog.latency.{mode.split()[0]}.p{point}",
-                    label=f"commit 1 event, {mode}, p{point}",
-                    value=stats["cqrs_lab"][point],
-                    unit="ms",
-                    target=LATENCY_TARGET_MS if point == 50 else None,
-                    higher_is_better=False,
-                    peers={name: stats[name][point] for name in PEERS},
-                )
-            )
+        key, label = f"eventlog.latency.{mode.split()[0]}", f"commit 1 event, {mode}"
+        report_latencies(ctx, key, label, samples, LATENCY_TARGET_MS)
 
 
 def single_event(k: int, stream: str) -> NewEvent:

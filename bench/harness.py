@@ -120,6 +120,25 @@ def percentiles(seconds: list[float], points: tuple[int, ...] = (50, 90, 99)) ->
     return dict(zip(points, values.tolist(), strict=True))
 
 
+def report_latencies(
+    ctx: Context, key: str, label: str, samples: dict[str, list[float]], target_ms: float
+) -> None:
+    """p50/p90/p99 of cqrs_lab's durations beside every peer's in `samples`; p50 has the target."""
+    stats = {name: percentiles(seconds) for name, seconds in samples.items()}
+    for point in (50, 90, 99):
+        ctx.report(
+            Figure(
+                key=f"{key}.p{point}",
+                label=f"{label}, p{point}",
+                value=stats["cqrs_lab"][point],
+                unit="ms",
+                target=target_ms if point == 50 else None,
+                higher_is_better=False,
+                peers={name: stats[name][point] for name in samples if name != "cqrs_lab"},
+            )
+        )
+
+
 class Stopwatch:
     """`with Stopwatch() as sw: ...` then `sw.seconds`.
 

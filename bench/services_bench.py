@@ -55,7 +55,7 @@ import peers
 import workload
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
-from harness import Context, Figure, Stopwatch, percentiles, power
+from harness import Context, Figure, Stopwatch, percentiles, power, report_latencies
 
 from cqrs_lab import demo, segments
 from cqrs_lab import domain as d
@@ -77,7 +77,6 @@ FILL_BATCH = 100_000  # events per recorder insert of the workload's filler stre
 SEND_TARGET_MS = 1.0
 DEMO_TARGET = 1_000_000 / 60  # events/s: 10^6 events in 60 s
 CASCADE_TARGET_S = 1.0
-PEERS = ("es-sqlite-app", "es-popo-app")
 
 
 def settings(ctx: Context) -> dict[str, Any]:
@@ -498,19 +497,8 @@ def send(ctx: Context) -> None:
     samples = {"cqrs_lab": seconds}
     for kind in (peers.SQLITE, peers.POPO):
         samples[f"es-{kind}-app"] = peer_sends(ctx, kind, lab, cut, warmup, timed)
-    stats = {name: percentiles(values) for name, values in samples.items()}
-    for point in (50, 90, 99):
-        ctx.report(
-            Figure(
-                key=f"services.send.p{point}",
-                label=f"lab.send, {events:,} events in the logs, p{point}",
-                value=stats["cqrs_lab"][point],
-                unit="ms",
-                target=SEND_TARGET_MS if point == 50 else None,
-                higher_is_better=False,
-                peers={name: stats[name][point] for name in PEERS},
-            )
-        )
+    label = f"lab.send, {events:,} events in the logs"
+    report_latencies(ctx, "services.send", label, samples, SEND_TARGET_MS)
 
 
 def timed_appends(lab: Lab) -> list[float]:
