@@ -41,6 +41,7 @@ TEXT = (*REQUIRED_TEXT, "command_id", "correlation_id", "causation_id", "actor",
 _GIVEN = (*TEXT, "schema_version", "payload")
 _READ = [(name, attrgetter(name)) for name in _GIVEN]
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_PRINTABLE_ASCII = bytes(range(0x20, 0x7F))  # ASCII minus _CONTROL
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -126,8 +127,8 @@ def check(
     # One list per field, not one tuple per event: big batches would otherwise make the garbage
     # collector walk the whole heap (10^5 new tuples trigger full collections).
     columns: dict[str, Sequence[Any]] = {name: list(map(getter, events)) for name, getter in _READ}
-    columns["event_id"] = _event_ids(columns["event_id"], ids)
-    for name in TEXT:
+    columns["event_id"], made = _event_ids(columns["event_id"], ids)
+    for name in TEXT[:-1] if made else TEXT:  # ids made here are hex digits: nothing to check
         _check_text(name, columns[name])
     missing = set(columns["stream_id"]).difference(expected)
     if missing:
@@ -139,12 +140,13 @@ def check(
     return Batch(columns)
 
 
-def _event_ids(given: Sequence[str | None], ids: IdGenerator) -> list[str]:
-    """The given ids, and new ones where none was given (the default generator's in bulk)."""
+def _event_ids(given: Sequence[str | None], ids: IdGenerator) -> tuple[list[str], bool]:
+    """The given ids, and new ones where none was given (the default generator's in bulk);
+    and whether all of them were made here by the default generator (so are known good)."""
     if ids is random_ids and all(event_id is None for event_id in given):
         digits = os.urandom(16 * len(given)).hex()  # what random_ids hands out, one call
-        return [digits[at : at + 32] for at in range(0, len(digits), 32)]
-    return [event_id or ids() for event_id in given]
+        return [digits[at : at + 32] for at in range(0, len(digits), 32)], True
+    return [event_id or ids() for event_id in given], False
 
 
 def _check_text(name: str, values: Sequence[Any]) -> None:
@@ -155,13 +157,21 @@ def _check_text(name: str, values: Sequence[Any]) -> None:
         bad = next(value for value in values if not isinstance(value, str))
         raise InvalidEventError(f"event {name} must be text, got {bad!r}") from None
     required = name in REQUIRED_TEXT
-    if _CONTROL.search(joined) is None and not (required and _any_blank(values)):
+    if not _has_control(joined) and not (required and _any_blank(values)):
         return
     for value in values:
         if (required and not value.strip()) or _CONTROL.search(value):
             raise InvalidEventError(
                 f"event {name} {value!r} is empty or contains control characters"
             )
+
+
+def _has_control(text: str) -> bool:
+    """Whether text holds a control character (_CONTROL); ASCII text in one C pass, ~10x faster
+    than the regex: deleting every printable ASCII byte leaves exactly the control bytes."""
+    if text.isascii():
+        return bool(text.encode().translate(None, _PRINTABLE_ASCII))
+    return not text.isprintable() and _CONTROL.search(text) is not None
 
 
 def _any_blank(values: Sequence[str]) -> bool:
@@ -318,21 +328,32 @@ def _row_text(row: tuple[Any, ...]) -> bytes:
 
 def _stamp_large(batch: Batch, head: Head) -> Stamped:
     columns, count = batch.columns, len(batch)
-    versions, latest = _versions(columns["stream_id"], head.versions)
+    stream_ids = pa.array(columns["stream_id"], pa.string())
+    versions, latest = _versions(stream_ids, head.versions)
     micros = (head.recorded_at - fmt.EPOCH) // _MICROSECOND
-    arrays = {name: _text_array(columns[name]) for name in TEXT}
-    arrays["payload"] = pa.array(columns["payload"], pa.string())
-    arrays["schema_version"] = pa.array(columns["schema_version"], pa.int16())
-    arrays["position"] = pa.array(
-        np.arange(head.position + 1, head.position + count + 1, dtype=np.int64)
-    )
-    arrays["version"] = pa.array(versions)
     stamps = pa.array(np.full(count, micros, dtype=np.int64))
-    arrays["recorded_at"] = stamps.view(fmt.SCHEMA.field("recorded_at").type)
-    parts = [arrays[name] for name in fmt.HASHED_COLUMNS]
-    parts[fmt.HASHED_COLUMNS.index("recorded_at")] = stamps
-    texts = [part if part.type == pa.string() else pc.cast(part, pa.string()) for part in parts]
-    joined = pc.cast(pc.binary_join_element_wise(*texts, fmt.SEPARATOR), pa.binary())
+    arrays: dict[str, Any] = {
+        "stream_id": stream_ids,
+        "payload": pa.array(columns["payload"], pa.string()),
+        "position": pa.array(
+            np.arange(head.position + 1, head.position + count + 1, dtype=np.int64)
+        ),
+        "version": pa.array(versions),
+        "recorded_at": stamps.view(fmt.SCHEMA.field("recorded_at").type),
+    }
+    # What each column adds to the hashed row text: its values, or one value for all rows
+    # (a scalar: joining fewer arrays is cheaper; lineage, stream type, time are often constant).
+    texts: dict[str, Any] = {
+        "stream_id": stream_ids,
+        "payload": arrays["payload"],
+        "position": _as_text(arrays["position"]),
+        "version": _as_text(arrays["version"]),
+        "recorded_at": str(micros),
+    }
+    for name in (*TEXT[1:], "schema_version"):
+        arrays[name], texts[name] = _column(columns[name], fmt.SCHEMA.field(name).type)
+    parts = [texts[name] for name in fmt.HASHED_COLUMNS]
+    joined = pc.cast(pc.binary_join_element_wise(*parts, fmt.SEPARATOR), pa.binary())
     hashes = list(fmt.chain(joined.to_pylist(), head.last_hash))
     arrays["hash"] = pa.array(hashes, pa.binary(32))
     table = pa.Table.from_arrays([arrays[name] for name in fmt.COLUMNS], schema=fmt.SCHEMA)
@@ -342,17 +363,25 @@ def _stamp_large(batch: Batch, head: Head) -> Stamped:
     )
 
 
-def _text_array(values: Sequence[str]) -> pa.Array:
-    """A text column; one value repeated (empty lineage, one stream type) is built in C++."""
+def _column(values: Sequence[Any], kind: pa.DataType) -> tuple[pa.Array, Any]:
+    """A column and its text for the row hash; one value repeated (empty lineage, one stream
+    type) is built in C++ and hashed as one scalar."""
     if values.count(values[0]) == len(values):  # identity hits first: cheap
-        return pa.repeat(pa.scalar(values[0], pa.string()), len(values))
-    return pa.array(values, pa.string())
+        value = values[0] if kind == pa.string() else int(values[0])  # int: as _stamp_small
+        scalar = pa.scalar(value, kind)
+        return pa.repeat(scalar, len(values)), scalar if kind == pa.string() else str(value)
+    array = pa.array(values, kind)
+    return array, array if kind == pa.string() else _as_text(array)
 
 
-def _versions(stream_ids: Sequence[str], known: Mapping[str, int]) -> tuple[Any, dict[str, int]]:
+def _as_text(array: pa.Array) -> pa.Array:
+    return pc.cast(array, pa.string())
+
+
+def _versions(stream_ids: pa.Array, known: Mapping[str, int]) -> tuple[Any, dict[str, int]]:
     """Each event's version (its stream's version before, plus its rank in the batch), and each
     stream's last version, computed with numpy: group by stream, rank within the group."""
-    encoded = pa.array(stream_ids, pa.string()).dictionary_encode()
+    encoded = stream_ids.dictionary_encode()
     streams = encoded.dictionary.to_pylist()
     groups = encoded.indices.to_numpy()
     before = np.fromiter((known.get(s, 0) for s in streams), np.int64, count=len(streams))

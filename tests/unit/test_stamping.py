@@ -2,6 +2,7 @@
 
 import json
 from datetime import UTC, datetime
+from enum import IntEnum
 from itertools import count
 
 import pytest
@@ -143,3 +144,41 @@ def test_given_event_ids_are_kept_and_only_missing_ones_are_generated() -> None:
     events[0] = NewEvent(stream_id="a", stream_type="T", event_type="E", payload={}, event_id="x")
     batch = stamping.check(events, {"a": 0}, ids())
     assert batch.columns["event_id"] == ["x", "id-1"]
+
+
+@settings(max_examples=300)
+@given(st.text(alphabet=st.characters(max_codepoint=0x2FF)) | st.text())
+def test_the_fast_control_character_check_agrees_with_the_regex(text: str) -> None:
+    assert stamping._has_control(text) == (stamping._CONTROL.search(text) is not None)
+
+
+@pytest.mark.parametrize("bad", ["\x00", "\x1f", "\x7f", "\x85", "\x9f"])
+def test_a_control_character_in_any_text_column_of_a_large_batch_is_refused(bad: str) -> None:
+    for name in ("stream_id", "stream_type", "event_type", "actor", "command_id", "event_id"):
+        events = events_for(["s"] * 100)
+        events[70] = NewEvent(**{**_fields(events[70]), name: f"x{bad}é"})
+        with pytest.raises(InvalidEventError, match=f"event {name}"):
+            stamping.check(events, {"s": None}, ids())
+
+
+def _fields(event: NewEvent) -> dict:
+    return {name: getattr(event, name) for name in NewEvent.__slots__}
+
+
+class Kind(IntEnum):
+    TWO = 2
+
+
+@pytest.mark.parametrize("schema_version", [1, Kind.TWO])
+def test_large_batches_with_constant_columns_are_stamped_like_small_ones(
+    schema_version: int,
+) -> None:
+    streams = [f"s-{i % 7}" for i in range(100)]
+    constant = {"actor": "ada", "command_id": "c-1", "schema_version": schema_version}
+    events = [NewEvent(**{**_fields(e), **constant}) for e in events_for(streams)]
+    batch = stamping.check(events, dict.fromkeys(streams, None), ids())
+    head = stamping.Head(41, b"\x07" * 32, {"s-1": 3}, T0)
+    small, large = stamping._stamp_small(batch, head), stamping._stamp_large(batch, head)
+    assert small.table.equals(large.table)
+    assert small.last_hash == large.last_hash
+    assert large.table["schema_version"].to_pylist() == [int(schema_version)] * 100
