@@ -87,14 +87,14 @@ class Stamped:
         self,
         *,
         latest: dict[str, int],
-        event_ids: list[str],
+        event_ids: Sequence[str],
         last_hash: bytes,
         at: datetime,
         table: pa.Table | None = None,
         columns: dict[str, Sequence[Any]] | None = None,
     ) -> None:
         self.latest = latest  # each stream's version after this commit
-        self.event_ids = event_ids
+        self.event_ids = event_ids  # the batch's own list: the writer's id index knows it
         self.last_hash = last_hash
         self.at = at  # the commit's recorded_at
         self._table = table
@@ -143,7 +143,7 @@ def check(
 def _event_ids(given: Sequence[str | None], ids: IdGenerator) -> tuple[list[str], bool]:
     """The given ids, and new ones where none was given (the default generator's in bulk);
     and whether all of them were made here by the default generator (so are known good)."""
-    if ids is random_ids and all(event_id is None for event_id in given):
+    if ids is random_ids and given.count(None) == len(given):  # count: a C loop, by identity
         digits = os.urandom(16 * len(given)).hex()  # what random_ids hands out, one call
         return [digits[at : at + 32] for at in range(0, len(digits), 32)], True
     return [event_id or ids() for event_id in given], False
@@ -205,11 +205,12 @@ def _first_repeat(values: Sequence[str]) -> str:
 
 def payload_texts(payloads: Sequence[Any], event_types: Sequence[str]) -> list[str]:
     """Payloads as canonical JSON (sorted keys, no spaces); JSON text given is checked as is."""
-    if all(type(payload) is dict for payload in payloads):
+    types = set(map(type, payloads))
+    if types == {dict}:
         texts = _encode_all(payloads)
         if texts is not None:
             return texts
-    elif all(type(payload) is str for payload in payloads) and _all_json_objects(payloads):
+    elif types == {str} and _all_json_objects(payloads):
         return list(payloads)
     return [
         _payload_text(payload, f"payload #{index} ({event_type})")
@@ -317,7 +318,7 @@ def _stamp_small(batch: Batch, head: Head) -> Stamped:
     hashes = list(fmt.chain(map(_row_text, rows), head.last_hash))
     stored = dict(zip(fmt.HASHED_COLUMNS, zip(*rows, strict=True), strict=True))
     stored["hash"] = hashes
-    event_ids = list(columns["event_id"])
+    event_ids = columns["event_id"]
     return Stamped(latest=latest, event_ids=event_ids, last_hash=hashes[-1], at=at, columns=stored)
 
 
@@ -354,10 +355,10 @@ def _stamp_large(batch: Batch, head: Head) -> Stamped:
         arrays[name], texts[name] = _column(columns[name], fmt.SCHEMA.field(name).type)
     parts = [texts[name] for name in fmt.HASHED_COLUMNS]
     joined = pc.cast(pc.binary_join_element_wise(*parts, fmt.SEPARATOR), pa.binary())
-    hashes = list(fmt.chain(joined.to_pylist(), head.last_hash))
+    hashes = fmt.chain_rows(joined, head.last_hash)
     arrays["hash"] = pa.array(hashes, pa.binary(32))
     table = pa.Table.from_arrays([arrays[name] for name in fmt.COLUMNS], schema=fmt.SCHEMA)
-    event_ids = list(columns["event_id"])
+    event_ids = columns["event_id"]
     return Stamped(
         latest=latest, event_ids=event_ids, last_hash=hashes[-1], at=head.recorded_at, table=table
     )

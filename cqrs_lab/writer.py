@@ -39,35 +39,48 @@ class EventIdIndex:
         self.events_dir = events_dir
         self._chunks: list[np.ndarray] = []
         self._recent: set[int] = set()
+        self._looked_up: tuple[Sequence[str], np.ndarray] | None = None  # ids and sorted keys
 
-    def add(self, event_ids: list[str]) -> None:
+    def add(self, event_ids: Sequence[str]) -> None:
         """Remember these ids."""
         if len(event_ids) < 1000:
             self._recent.update(map(hash, event_ids))
             if len(self._recent) >= 100_000:
-                self._push(np.fromiter(self._recent, dtype=np.int64, count=len(self._recent)))
+                self._push(np.sort(np.fromiter(self._recent, np.int64, len(self._recent))))
                 self._recent = set()
             return
-        self._push(np.fromiter(map(hash, event_ids), dtype=np.int64, count=len(event_ids)))
+        self._push(self._sorted_keys(event_ids))
+
+    def _sorted_keys(self, event_ids: Sequence[str]) -> np.ndarray:
+        """The ids' keys, sorted; those of the ids just looked up are reused (an append looks
+        its batch up, then adds the same list: hashing and sorting 10^5 ids once, not twice)."""
+        if self._looked_up is not None and self._looked_up[0] is event_ids:
+            keys = self._looked_up[1]
+        else:
+            keys = np.sort(np.fromiter(map(hash, event_ids), np.int64, len(event_ids)))
+        self._looked_up = None
+        return keys
 
     def _push(self, keys: np.ndarray) -> None:
-        self._chunks.append(np.sort(keys))
+        self._chunks.append(keys)
         while len(self._chunks) > 1 and len(self._chunks[-1]) * 2 >= len(self._chunks[-2]):
             last = self._chunks.pop()
-            self._chunks[-1] = np.sort(np.concatenate([self._chunks[-1], last]))
+            # two sorted runs: the stable sort (timsort for int64) merges them in linear time
+            self._chunks[-1] = np.sort(np.concatenate([self._chunks[-1], last]), kind="stable")
 
     def first_known(self, event_ids: Sequence[str]) -> str | None:
         """The first of these ids the log already holds, or None."""
-        keys = np.fromiter(map(hash, event_ids), dtype=np.int64, count=len(event_ids))
-        maybe = np.zeros(len(keys), dtype=bool)
+        keys = self._sorted_keys(event_ids)  # sorted: the binary searches walk forward
+        self._looked_up = (event_ids, keys)
+        hits = self._recent.intersection(keys.tolist()) if self._recent else set()
         for chunk in self._chunks:
-            at = np.minimum(np.searchsorted(chunk, keys), len(chunk) - 1)
-            maybe |= chunk[at] == keys
-        if self._recent:
-            maybe |= np.fromiter((k in self._recent for k in keys.tolist()), dtype=bool)
-        for index in np.flatnonzero(maybe).tolist():
-            if self._in_files(event_ids[index]):
-                return event_ids[index]
+            found = chunk[np.minimum(np.searchsorted(chunk, keys), len(chunk) - 1)] == keys
+            if found.any():
+                hits.update(keys[found].tolist())
+        if hits:  # rare: a genuine repeat, or a hash collision the files will rule out
+            for event_id in event_ids:
+                if hash(event_id) in hits and self._in_files(event_id):
+                    return event_id
         return None
 
     def _in_files(self, event_id: str) -> bool:

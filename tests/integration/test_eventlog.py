@@ -30,6 +30,7 @@ from cqrs_lab.errors import (
     StoreLockedError,
 )
 from cqrs_lab.eventlog import ANY_VERSION, NO_STREAM, Commit, EventLog, NewEvent, RecordedEvent
+from cqrs_lab.writer import EventIdIndex
 
 T0 = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -398,6 +399,54 @@ def test_an_event_id_already_in_the_log_is_refused_after_reopening(tmp_path: Pat
             append_one(reopened, "b", event_id="e-1")
         assert snapshot(tmp_path / "log") == before
         assert append_one(reopened, "b", event_id="e-3")[0].position == 3
+
+
+def test_a_repeated_id_is_found_in_big_and_small_commits_and_the_first_repeat_is_named(
+    log: EventLog,
+) -> None:
+    sizes = [1500, 3000, 1200, 5, 2000, 7]  # big ones land in merged arrays, small ones in a set
+    done = 0
+    for size in sizes:
+        streams = {f"s-{done + i}": NO_STREAM for i in range(size)}
+        given = [event(s, event_id=f"id-{done + i}") for i, s in enumerate(streams)]
+        log.append(given, expected=streams)
+        done += size
+    before = snapshot(log.path)
+    for repeat in ("id-0", "id-4500", "id-5702", "id-7710"):
+        batch = [event("new", event_id=f"fresh-{i}") for i in range(1500)]
+        batch[700] = event("new", event_id=repeat)
+        batch[900] = event("new", event_id="id-1")
+        with pytest.raises(DuplicateEventError, match=f"'{repeat}'"):
+            log.append(batch, expected={"new": NO_STREAM})
+    assert snapshot(log.path) == before
+
+
+class Colliding(str):
+    """An id whose Python hash collides with every other such id."""
+
+    def __hash__(self) -> int:
+        return 42
+
+
+def test_an_id_whose_hash_collides_with_a_stored_ones_is_still_accepted(log: EventLog) -> None:
+    log.append([event("a", event_id=Colliding("stored"))], expected={"a": NO_STREAM})
+    many = [event("b", event_id=f"x-{i}") for i in range(1200)] + [
+        event("b", event_id=Colliding("new"))
+    ]
+    log.append(many, expected={"b": NO_STREAM})
+    assert log.append([event("c", event_id=Colliding("newer"))], expected={"c": 0})
+    with pytest.raises(DuplicateEventError, match="'new'"):
+        log.append([event("c", event_id=Colliding("new"))], expected={"c": 1})
+
+
+def test_the_ids_looked_up_are_not_mistaken_for_other_ids_added_next(tmp_path: Path) -> None:
+    index = EventIdIndex(tmp_path)
+    index._in_files = lambda event_id: True  # type: ignore[method-assign]  # hits count as held
+    looked_up, added = [f"a-{i}" for i in range(1500)], [f"b-{i}" for i in range(1500)]
+    assert index.first_known(looked_up) is None
+    index.add(added)
+    assert index.first_known(["zzz", *looked_up]) is None
+    assert index.first_known(["zzz", "b-77", "b-3"]) == "b-77"
 
 
 # --- bad input -----------------------------------------------------------------------------------

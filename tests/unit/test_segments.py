@@ -296,6 +296,15 @@ def test_the_chain_depends_on_row_order() -> None:
     assert list(fmt.chain(rows, fmt.GENESIS))[-1] != list(fmt.chain(rows[::-1], fmt.GENESIS))[-1]
 
 
+@pytest.mark.parametrize("count", [0, 1, 4, 5, 9, 12])
+def test_chaining_an_arrow_array_in_slices_equals_the_chain_of_its_rows(count: int) -> None:
+    rows = [f"row {i} é".encode() for i in range(count)]
+    array = pa.array(rows, pa.binary()).slice(0)  # a slice: offsets need not start at 0
+    expected = list(fmt.chain(rows, b"\x09" * 32))
+    assert fmt.chain_rows(array, b"\x09" * 32, step=4) == expected
+    assert fmt.chain_rows(pa.array([b"x", *rows], pa.binary())[1:], b"\x09" * 32) == expected
+
+
 # Text a log accepts: any Unicode without control characters (and no surrogates, which are not
 # encodable). The separator \x1f is a control character, so it never occurs in these strings.
 TEXT = st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=12)
