@@ -260,16 +260,21 @@ def chain(rows: Iterable[bytes], previous: bytes) -> Iterator[bytes]:
         yield previous
 
 
-def chain_rows(rows: pa.Array, previous: bytes, *, step: int = 4096) -> list[bytes]:
-    """`chain` over an Arrow array of canonical rows, taken out of Arrow a slice at a time.
+def chain_columns(
+    texts: Sequence[Any], count: int, previous: bytes, *, step: int = 4096
+) -> list[bytes]:
+    """The chain over `count` rows given by column: `canonical_row`'s bytes, made by Arrow.
 
-    Slices keep each row's bytes in the CPU cache between being made and being hashed: over
-    10^5 rows at once the loop ran ~25% slower per row than over 10^4 (measured 0.66 against
-    0.52 us a row).
+    `texts` holds each of HASHED_COLUMNS as a string array, or as one value (a str or string
+    scalar) that every row shares. Rows are joined and hashed a slice at a time: each slice's
+    bytes are still in the CPU cache when hashed, and no copy of all rows is ever made (over
+    10^5 rows at once the loop ran ~25% slower per row than over 10^4).
     """
     sha256, hashes = hashlib.sha256, []
-    for start in range(0, len(rows), step):
-        for row in rows.slice(start, step).to_pylist():
+    for start in range(0, count, step):
+        parts = [text.slice(start, step) if isinstance(text, pa.Array) else text for text in texts]
+        rows = pc.cast(pc.binary_join_element_wise(*parts, SEPARATOR), pa.binary())
+        for row in rows.to_pylist():
             previous = sha256(previous + row).digest()
             hashes.append(previous)
     return hashes
@@ -283,9 +288,10 @@ def encode_segment(
     Small commits are written plain: compressing a few rows costs more than it saves, and
     compaction rewrites them. Other segments dictionary-encode the repeated text (stream ids
     come in runs) and compress with LZ4, whose decoding is cheap: the full-scan benchmark spent
-    ~40% of its time decoding zstd payloads. Compacted segments, written once and scanned
-    often, use zstd for the columns scans rarely touch. The Arrow schema is not embedded: the
-    Parquet types alone read back as SCHEMA.
+    ~40% of its time decoding zstd payloads. Large commits leave the random columns (event ids,
+    hashes) uncompressed: LZ4 gained 2% in size there and cost ~20% of the write. Compacted
+    segments, written once and scanned often, use zstd for the columns scans rarely touch. The
+    Arrow schema is not embedded: the Parquet types alone read back as SCHEMA.
     """
     options = _COMPACTED if compacted else _LARGE if table.num_rows >= LARGE_COMMIT else _SMALL
     sink = pa.BufferOutputStream()
@@ -301,7 +307,12 @@ _COMMON: dict[str, Any] = {
 }
 _SMALL = {**_COMMON, "compression": "none", "use_dictionary": False}
 _DICTIONARY = ["stream_id", "stream_type", "event_type", "actor", "schema_version"]
-_LARGE = {**_COMMON, "compression": "lz4", "use_dictionary": _DICTIONARY}
+_RANDOM = ("event_id", "hash")  # random bytes: LZ4 spent ~20% of a bulk commit's write on them
+_LARGE = {
+    **_COMMON,
+    "compression": {name: "none" if name in _RANDOM else "lz4" for name in COLUMNS},
+    "use_dictionary": _DICTIONARY,
+}
 _SCANNED = ("stream_id", "payload")  # what folds and full scans read in every row
 _COMPACTED = {
     **_COMMON,

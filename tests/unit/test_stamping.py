@@ -37,9 +37,11 @@ TRICKY_PAYLOADS = [
 ]
 
 
-@pytest.mark.parametrize("size", [1, 2, 70])
+@pytest.mark.parametrize("size", [1, 2, 70, 2500])
 def test_dict_payloads_are_encoded_exactly_like_canonical_json_dumps(size: int) -> None:
     payloads = [TRICKY_PAYLOADS[i % len(TRICKY_PAYLOADS)] for i in range(size)]
+    if size > 2000:  # one chunk of the encoder without any payload holding "},{"
+        payloads[1024:2048] = [{"n": i, "s": "é"} for i in range(1024)]
     texts = stamping.payload_texts(payloads, ["E"] * size)
     assert texts == [canonical(p) for p in payloads]
 
@@ -69,10 +71,11 @@ def test_json_text_that_is_not_one_strict_json_object_is_refused(text: str) -> N
         stamping.payload_texts([text], ["E"])
 
 
-def test_a_bad_dict_in_a_large_batch_is_named_by_its_index() -> None:
-    payloads = [{"a": 1}] * 100 + [{"at": T0}]
-    with pytest.raises(InvalidEventError, match="payload #100"):
-        stamping.payload_texts(payloads, ["E"] * 101)
+@pytest.mark.parametrize("size", [100, 3000])
+def test_a_bad_dict_in_a_large_batch_is_named_by_its_index(size: int) -> None:
+    payloads = [{"a": 1}] * size + [{"at": T0}] + [{"b": 2}] * 10
+    with pytest.raises(InvalidEventError, match=f"payload #{size}"):
+        stamping.payload_texts(payloads, ["E"] * (size + 11))
 
 
 def events_for(streams: list[str]) -> list[NewEvent]:
