@@ -2,11 +2,12 @@
 
 One fold serves every purpose. `catch_up` takes the events after each checkpoint, folds them per
 stream with `arg_max(..., position) FILTER (...)` (the last value each event type set), merges that
-delta into the tables, and moves the checkpoints, all in one transaction. A full rebuild is the
-same fold from position 0 onto empty tables; time travel is the same fold up to a cut. Each
-payload is parsed once, into a struct (`from_json`), not once per field: 1.6x faster measured on
-10^6 events. The teaching path, event by event in Python, is `pyfold.py`; a property test keeps
-the two equal.
+delta into the tables, and moves the checkpoints, all in one transaction. Time travel is the
+same fold up to a cut. A full rebuild (from position 0 onto empty tables) folds event type by
+event type instead (`FRESH_CUSTOMERS`, `FRESH_ORDERS`): the creating event's payload is parsed
+and the later events are grouped over ints and times only. Each payload is parsed once, into a
+struct (`from_json`), not once per field: 1.6x faster measured on 10^6 events. The teaching path,
+event by event in Python, is `pyfold.py`; a property test keeps the three equal.
 
 Read models (column names chosen for learners):
 - `customers`: one row per customer, current name, address, status, when registered/deleted.
@@ -192,8 +193,96 @@ CUSTOMER_DELTA = f"CREATE OR REPLACE TEMP TABLE customer_delta AS\n{CUSTOMER_FOL
 ORDER_DELTA = f"CREATE OR REPLACE TEMP TABLE order_delta AS\n{ORDER_FOLD}"
 INSERT_CUSTOMER_DELTA = INSERT_CUSTOMERS.format(delta="SELECT * FROM customer_delta")
 INSERT_ORDER_DELTA = INSERT_ORDERS.format(delta="SELECT * FROM order_delta")
-FRESH_CUSTOMERS = INSERT_CUSTOMERS.format(delta=CUSTOMER_FOLD)
-FRESH_ORDERS = INSERT_ORDERS.format(delta=ORDER_FOLD)
+# A rebuild (a log folded from its start onto an empty table) folds event type by event type:
+# the creating event is one row per stream and carries the static fields, so only its payload is
+# parsed in full; the later events are grouped per stream over ints and times, keeping only the
+# last payload of each kind (most streams have none, or one). No string is aggregated per stream
+# but those: 27 % less CPU than the general fold above (785 vs 1070 ms, median of 9 on 10^6
+# events). It relies on what the domain guarantees: a stream's first event creates it, and only
+# that one (a stream without it gets no row, as in the general fold).
+FRESH_CUSTOMERS = """
+INSERT INTO customers
+WITH registered AS (
+    SELECT stream_id, recorded_at, version,
+           from_json(payload, '{"customer_id": "VARCHAR", "name": "VARCHAR",
+                                "address": "VARCHAR"}') AS p
+    FROM read_parquet($files)
+    WHERE position > $after
+      AND position <= $upto
+      AND stream_type = 'Customer'
+      AND event_type = 'CustomerRegistered'
+), later AS (
+    SELECT stream_id,
+           arg_max(payload, position) FILTER (WHERE event_type = 'CustomerRenamed') AS renamed,
+           arg_max(payload, position) FILTER (WHERE event_type = 'CustomerAddressChanged') AS moved,
+           max(recorded_at) FILTER (WHERE event_type = 'CustomerDeleted') AS deleted_at,
+           max(recorded_at) AS updated_at,
+           max(version) AS version
+    FROM read_parquet($files)
+    WHERE position > $after
+      AND position <= $upto
+      AND stream_type = 'Customer'
+      AND event_type <> 'CustomerRegistered'
+    GROUP BY stream_id
+)
+SELECT r.p.customer_id,
+       coalesce(l.renamed ->> 'name', r.p.name) AS name,
+       coalesce(l.moved ->> 'address', r.p.address) AS address,
+       CASE WHEN l.deleted_at IS NULL THEN 'active' ELSE 'deleted' END AS status,
+       r.recorded_at AS registered_at,
+       l.deleted_at,
+       coalesce(l.updated_at, r.recorded_at) AS updated_at,
+       coalesce(l.version, r.version) AS version
+FROM registered AS r
+LEFT JOIN later AS l USING (stream_id)
+"""
+FRESH_ORDERS = """
+INSERT INTO orders
+WITH placed AS (
+    SELECT stream_id, recorded_at, version,
+           from_json(payload, '{"order_id": "VARCHAR", "customer_id": "VARCHAR",
+                                "product": "VARCHAR", "quantity": "BIGINT",
+                                "unit_price": "VARCHAR"}') AS p
+    FROM read_parquet($files)
+    WHERE position > $after
+      AND position <= $upto
+      AND stream_type = 'Order'
+      AND event_type = 'OrderPlaced'
+), later AS (
+    SELECT stream_id,
+           arg_max(event_type = 'OrderShipped', position) AS shipped,
+           max(recorded_at) FILTER (WHERE event_type = 'OrderShipped') AS shipped_at,
+           max(recorded_at) FILTER (WHERE event_type = 'OrderCancelled') AS cancelled_at,
+           arg_max(payload, position) FILTER (WHERE event_type = 'OrderCancelled') AS cancelled,
+           max(recorded_at) AS updated_at,
+           max(version) AS version
+    FROM read_parquet($files)
+    WHERE position > $after
+      AND position <= $upto
+      AND stream_type = 'Order'
+      AND event_type <> 'OrderPlaced'
+    GROUP BY stream_id
+), folded AS (
+    SELECT pl.p.order_id, pl.p.customer_id, pl.p.product, pl.p.quantity,
+           CAST(pl.p.unit_price AS DECIMAL(18, 2)) AS unit_price,
+           CASE
+               WHEN l.shipped IS NULL THEN 'open'
+               WHEN l.shipped THEN 'shipped'
+               ELSE 'cancelled'
+           END AS status,
+           pl.recorded_at AS placed_at, l.shipped_at, l.cancelled_at,
+           l.cancelled ->> 'reason' AS cancel_reason,
+           coalesce(l.updated_at, pl.recorded_at) AS updated_at,
+           coalesce(l.version, pl.version) AS version
+    FROM placed AS pl
+    LEFT JOIN later AS l USING (stream_id)
+)
+SELECT o.order_id, o.customer_id, c.name AS customer_name, o.product, o.quantity, o.unit_price,
+       o.quantity * o.unit_price AS amount, o.status, o.placed_at, o.shipped_at, o.cancelled_at,
+       o.cancel_reason, o.updated_at, o.version
+FROM folded AS o
+LEFT JOIN customers AS c USING (customer_id)
+"""
 COUNTS = """
 SELECT count(*) FILTER (WHERE NOT created), count(*) FILTER (WHERE renamed)
 FROM customer_delta

@@ -72,6 +72,10 @@ def connect(
         ("TimeZone", "UTC"),
         ("parquet_metadata_cache", True),  # files are immutable: footers parsed once
         ("memory_limit", memory_limit),
+        # A rebuild inserts the result of a join; DuckDB runs that insert on one thread unless
+        # rows may land in any order (every query shown or asserted has an ORDER BY anyway).
+        # Measured on 10^6 events, 2 cores: 483 ms instead of 821 ms.
+        ("preserve_insertion_order", False),
         ("temp_directory", str(spill)),
         ("allowed_directories", [str(lab.resolve()) + "/"]),
         ("enable_external_access", False),
