@@ -517,6 +517,41 @@ def test_a_rebuild_gives_the_same_tables_as_the_incremental_catch_up(tmp_path: P
     assert incremental["orders"].num_rows == 5
 
 
+def test_a_rebuild_keeps_the_last_name_address_and_state_each_stream_was_given(tmp_path: Path):
+    lab = new_lab(tmp_path / "lab")
+    lab.send_many([register("c1", "Ada", "1 Loop Rd"), register("c2", "Bob")])
+    lab.sync()  # the Order service learns the customers
+    lab.send_many([place("o1", "c1"), place("o2", "c1"), place("o3", "c2")])
+    lab.send_many(
+        [
+            d.RenameCustomer(customer_id="c1", name="Ada L"),
+            d.ChangeCustomerAddress(customer_id="c1", address="2 Side St"),
+            d.RenameCustomer(customer_id="c1", name="Ada Lovelace"),
+            d.ChangeCustomerAddress(customer_id="c1", address="3 High St"),
+            d.ShipOrder(order_id="o1"),
+            d.CancelOrder(order_id="o2", reason="out of stock"),
+            d.DeleteCustomer(customer_id="c2"),
+        ]
+    )
+    lab.sync()
+
+    lab.rebuild()
+
+    customers, orders = rows(lab, "customers"), rows(lab, "orders")
+
+    assert (customers["c1"]["name"], customers["c1"]["address"]) == ("Ada Lovelace", "3 High St")
+    assert (customers["c1"]["status"], customers["c1"]["version"]) == ("active", 5)
+    assert (customers["c2"]["status"], customers["c2"]["name"]) == ("deleted", "Bob")
+    assert {o: (r["status"], r["customer_name"]) for o, r in orders.items()} == {
+        "o1": ("shipped", "Ada Lovelace"),
+        "o2": ("cancelled", "Ada Lovelace"),
+        "o3": ("cancelled", "Bob"),
+    }
+    assert orders["o2"]["cancel_reason"] == "out of stock"
+    assert orders["o3"]["cancel_reason"] == "customer 'c2' was deleted"
+    assert_same_tables(typed_like_pyfold(tables(lab)), python_fold(lab), "rebuild vs pyfold")
+
+
 def test_a_lab_opened_afresh_folds_the_same_tables_as_the_running_one(tmp_path: Path):
     lab = _eventful(tmp_path / "lab")
 
