@@ -3,18 +3,17 @@
 This is the CPU side of every append, so it is written for speed (issue 2's targets: a one-event
 commit under a millisecond including three flushes, bulk batches at >= 500 k events/s):
 
-- The given fields are read once, as one list per column; each text column is checked with one
-  regex search over its joined text, not one call per value.
-- Dict payloads are encoded by one encoder call for the whole batch and split at the top-level
-  boundaries (a count check proves the split); JSON text gets one pass of the C scanner each.
+- The given fields are read once, as one list per column; each text column is checked over its
+  joined text (one C pass for ASCII), not one call per value.
+- Payloads become canonical JSON in bulk (`payloads.py`).
 - Small batches are stamped in plain Python and written by `tinyparquet` from Python lists;
   large ones get versions from numpy and their hashed text from Arrow, where per-call costs vanish.
-- The sha256 chain itself stays a tight Python loop: each hash depends on the one before.
+- The sha256 chain itself stays a tight Python loop: each hash depends on the one before
+  (`segments.chain_columns` feeds it from Arrow a slice at a time).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -31,12 +30,12 @@ import pyarrow.compute as pc
 from cqrs_lab import segments as fmt
 from cqrs_lab.determinism import IdGenerator, random_ids
 from cqrs_lab.errors import ConcurrencyError, DuplicateEventError, InvalidEventError
+from cqrs_lab.payloads import payload_texts
 
 if TYPE_CHECKING:
     from cqrs_lab.eventlog import NewEvent
 
 SMALL_BATCH = 64  # below this, plain Python beats vectorised calls (their fixed cost dominates)
-_ENCODE_CHUNK = 1024  # dict payloads encoded per encoder call
 REQUIRED_TEXT = ("stream_id", "stream_type", "event_type")
 TEXT = (*REQUIRED_TEXT, "command_id", "correlation_id", "causation_id", "actor", "event_id")
 _GIVEN = (*TEXT, "schema_version", "payload")
@@ -44,15 +43,6 @@ _READ = [(name, attrgetter(name)) for name in _GIVEN]
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _PRINTABLE_ASCII = bytes(range(0x20, 0x7F))  # ASCII minus _CONTROL
 _MICROSECOND = timedelta(microseconds=1)
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-# One encoder and decoder for the process: json.dumps/loads with options build a new one per call.
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
-_DECODER = json.JSONDecoder(parse_constant=_no_constants)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,88 +197,6 @@ def _first_repeat(values: Sequence[str]) -> str:
             return value
         seen.add(value)
     raise ValueError("no repeated value")
-
-
-# --- payloads ------------------------------------------------------------------------------------
-
-
-def payload_texts(payloads: Sequence[Any], event_types: Sequence[str]) -> list[str]:
-    """Payloads as canonical JSON (sorted keys, no spaces); JSON text given is checked as is."""
-    types = set(map(type, payloads))
-    if types == {dict}:
-        texts = _encode_all(payloads)
-        if texts is not None:
-            return texts
-    elif types == {str} and _all_json_objects(payloads):
-        return list(payloads)
-    return [
-        _payload_text(payload, f"payload #{index} ({event_type})")
-        for index, (payload, event_type) in enumerate(zip(payloads, event_types, strict=True))
-    ]
-
-
-def _encode_all(payloads: Sequence[dict[str, Any]]) -> list[str] | None:
-    """All dicts, one encoder call per chunk, split at the "},{" between them; None if any
-    payload fails to encode (the one-by-one path names it).
-
-    Every boundary between two encoded objects is exactly "},{", so the split yields one piece
-    per payload unless some payload holds "},{" itself; then that chunk is encoded one payload
-    at a time. Chunks keep the encoder's text small: one text for 10^5 payloads took ~25% longer,
-    most of it page faults on its fresh memory.
-    """
-    texts: list[str] = []
-    for start in range(0, len(payloads), _ENCODE_CHUNK):
-        chunk = payloads[start : start + _ENCODE_CHUNK]
-        try:
-            pieces = _ENCODER.encode(chunk)[2:-2].split("},{")
-            if len(pieces) == len(chunk):
-                texts += ["{" + piece + "}" for piece in pieces]
-            else:
-                texts += map(_ENCODER.encode, chunk)
-        except (TypeError, ValueError, RecursionError):
-            return None
-    return texts
-
-
-def _payload_text(payload: Any, which: str) -> str:
-    if isinstance(payload, str):
-        _check_json_object(payload, which)
-        return payload
-    if not isinstance(payload, Mapping):
-        raise InvalidEventError(f"{which} is not a mapping: {payload!r}")
-    try:
-        return _ENCODER.encode(payload)
-    except (TypeError, ValueError) as error:
-        raise InvalidEventError(f"{which} is not JSON: {error}") from None
-
-
-def _all_json_objects(texts: Sequence[str]) -> bool:
-    """Whether every text is exactly one JSON object: one C scan each, no wrappers around it."""
-    scan = _DECODER.scan_once  # type: ignore[attr-defined]  # what json.loads ends up calling
-    for text in texts:
-        try:
-            parsed, end = scan(text, 0)
-        except (ValueError, StopIteration):  # StopIteration: no JSON value at all
-            return False
-        if end != len(text) or type(parsed) is not dict:
-            return False  # the one-by-one path accepts surrounding whitespace, or says why not
-    return True
-
-
-def _check_json_object(text: str, which: str) -> None:
-    """JSON text must be one object; the common exact case costs one raw_decode."""
-    try:
-        parsed, end = _DECODER.raw_decode(text)
-        if end == len(text) and type(parsed) is dict:
-            return
-    except ValueError:
-        pass  # json.loads below gives the message (and allows surrounding whitespace)
-    try:
-        parsed = json.loads(text, parse_constant=_no_constants)
-    except ValueError as error:
-        raise InvalidEventError(f"{which} is not valid JSON: {error}") from None
-    if not isinstance(parsed, dict):
-        raise InvalidEventError(f"{which} is not a JSON object: {text[:60]!r}")
 
 
 # --- stamping ------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from cqrs_lab import segments as fmt
 from cqrs_lab import stamping
 from cqrs_lab.errors import InvalidEventError
 from cqrs_lab.eventlog import NewEvent
+from cqrs_lab.payloads import payload_texts
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -42,7 +43,7 @@ def test_dict_payloads_are_encoded_exactly_like_canonical_json_dumps(size: int) 
     payloads = [TRICKY_PAYLOADS[i % len(TRICKY_PAYLOADS)] for i in range(size)]
     if size > 2000:  # one chunk of the encoder without any payload holding "},{"
         payloads[1024:2048] = [{"n": i, "s": "é"} for i in range(1024)]
-    texts = stamping.payload_texts(payloads, ["E"] * size)
+    texts = payload_texts(payloads, ["E"] * size)
     assert texts == [canonical(p) for p in payloads]
 
 
@@ -56,26 +57,24 @@ json_values = st.recursive(
 @settings(max_examples=200)
 @given(st.lists(st.dictionaries(st.text(max_size=4), json_values, max_size=4), min_size=1))
 def test_any_batch_of_dicts_encodes_like_json_dumps_one_by_one(payloads: list[dict]) -> None:
-    assert stamping.payload_texts(payloads, ["E"] * len(payloads)) == [
-        canonical(p) for p in payloads
-    ]
+    assert payload_texts(payloads, ["E"] * len(payloads)) == [canonical(p) for p in payloads]
 
 
 def test_json_text_with_surrounding_whitespace_is_accepted_and_stored_as_given() -> None:
-    assert stamping.payload_texts([' {"a": 1} \n'], ["E"]) == [' {"a": 1} \n']
+    assert payload_texts([' {"a": 1} \n'], ["E"]) == [' {"a": 1} \n']
 
 
 @pytest.mark.parametrize("text", ['{"x":NaN}', '{"x":Infinity}', "[]", "{} {}", '{"a":1'])
 def test_json_text_that_is_not_one_strict_json_object_is_refused(text: str) -> None:
     with pytest.raises(InvalidEventError, match="payload #0"):
-        stamping.payload_texts([text], ["E"])
+        payload_texts([text], ["E"])
 
 
 @pytest.mark.parametrize("size", [100, 3000])
 def test_a_bad_dict_in_a_large_batch_is_named_by_its_index(size: int) -> None:
     payloads = [{"a": 1}] * size + [{"at": T0}] + [{"b": 2}] * 10
     with pytest.raises(InvalidEventError, match=f"payload #{size}"):
-        stamping.payload_texts(payloads, ["E"] * (size + 11))
+        payload_texts(payloads, ["E"] * (size + 11))
 
 
 def events_for(streams: list[str]) -> list[NewEvent]:
