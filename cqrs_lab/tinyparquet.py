@@ -28,9 +28,7 @@ _PLAIN, _RLE, _DATA_PAGE = 0, 3, 0
 _WITH_STATISTICS = ("position", "version", "recorded_at", "stream_id")
 
 
-def _varint(value: int) -> bytes:
-    if value < 128:
-        return _ONE_BYTE[value]
+def _varint_long(value: int) -> bytes:
     out = bytearray()
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)
@@ -39,11 +37,24 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+# Every value a one-event file's lengths and offsets take, encoded once: a lookup is ~4x faster
+# than the loop, and an encode needs ~60 of them.
+_SMALL = [_varint_long(value) for value in range(1 << 14)]
+
+
+# The low 14 bits of a longer value, both bytes marked "more follows" (page checksums are 32-bit).
+_LOW = [bytes([value & 0x7F | 0x80, value >> 7 | 0x80]) for value in range(1 << 14)]
+
+
+def _varint(value: int) -> bytes:
+    if value < 16384:
+        return _SMALL[value]
+    return _LOW[value & 0x3FFF] + _varint(value >> 14)
+
+
 def _zigzag(value: int) -> bytes:
-    return _varint(value << 1 if value >= 0 else (-value << 1) - 1)
-
-
-_ONE_BYTE = [bytes([value]) for value in range(128)]
+    value = value << 1 if value >= 0 else (-value << 1) - 1
+    return _SMALL[value] if value < 16384 else _varint(value)
 
 
 class _Struct:
@@ -133,9 +144,8 @@ _SCHEMA = [_ROOT, *map(_schema_element, fmt.COLUMNS)]
 _TYPE_ORDER = _Struct().struct(1, _EMPTY).end()  # min/max compare as the type defines
 
 
-def _plain(name: str, values: Sequence[Any]) -> bytes:
+def _plain(kind: int, values: Sequence[Any]) -> bytes:
     """A column's values in PLAIN encoding (required columns: no definition levels)."""
-    kind = _SCHEMA_TYPES[name]
     if kind == _INT64:
         return struct.pack(f"<{len(values)}q", *values)
     if kind == _INT32:
@@ -181,27 +191,55 @@ def _statistics(name: str, values: Sequence[Any]) -> bytes:
     return b"\x36\x00\x28" + _varint(len(high)) + high + b"\x18" + _varint(len(low)) + low + b"\x00"
 
 
+# Per column, what every file repeats: name, physical type, the ColumnMetaData fields 1-4 with
+# the Thrift bytes around them, and whether it carries statistics.
+_PLAN = [
+    (name, _SCHEMA_TYPES[name], b"\x1c" + _COLUMN_START[name] + b"\x16", name in _WITH_STATISTICS)
+    for name in fmt.COLUMNS
+]
+
+
 def encode(columns: dict[str, Sequence[Any]]) -> bytes:
     """A one-row-group Parquet file of the event row columns (times as int microseconds)."""
     rows = _zigzag(len(columns["position"]))
+    levels = b"\x1c\x15" + rows + _PAGE_LEVELS + b"\x00"  # DataPageHeader, end of header
     parts, chunks, offset = [MAGIC], [], len(MAGIC)
-    for name in fmt.COLUMNS:
+    for name, kind, meta_start, with_statistics in _PLAN:
         values = columns[name]
-        page = _plain(name, values)
+        page = _plain(kind, values)
         crc, length = zlib.crc32(page), _zigzag(len(page))
         header = b"".join(
             [
                 _PAGE_TYPE,
-                b"\x15" + length + b"\x15" + length,  # uncompressed and compressed size
-                b"\x15" + _zigzag(crc - (1 << 32) if crc >= 1 << 31 else crc),  # an i32
-                b"\x1c\x15" + rows + _PAGE_LEVELS + b"\x00",  # DataPageHeader, end of header
+                b"\x15",  # uncompressed and compressed size
+                length,
+                b"\x15",
+                length,
+                b"\x15",  # the checksum, an i32
+                _zigzag(crc - (1 << 32) if crc >= 1 << 31 else crc),
+                levels,
             ]
         )
         size = _zigzag(len(header) + len(page))
-        stats = b"\x3c" + _statistics(name, values) if name in _WITH_STATISTICS else b""
         at = _zigzag(offset)
-        meta = _COLUMN_START[name] + b"\x16" + rows + b"\x16" + size + b"\x16" + size
-        chunks.append(b"\x26" + at + b"\x1c" + meta + b"\x26" + at + stats + b"\x00\x00")
+        chunks.append(
+            b"".join(
+                [
+                    b"\x26",
+                    at,
+                    meta_start,
+                    rows,
+                    b"\x16",
+                    size,
+                    b"\x16",
+                    size,
+                    b"\x26",
+                    at,
+                    b"\x3c" + _statistics(name, values) if with_statistics else b"",
+                    b"\x00\x00",
+                ]
+            )
+        )
         parts += [header, page]
         offset += len(header) + len(page)
     data = _zigzag(offset - len(MAGIC))

@@ -136,3 +136,17 @@ def test_a_flipped_byte_in_a_tiny_segments_page_is_caught_by_its_checksum() -> N
     data[at] ^= 0x01
     with pytest.raises(OSError, match=r"CRC|checksum"):
         fmt.decode_segment(bytes(data))
+
+
+@given(st.integers(0, 2**64))
+def test_the_varint_tables_encode_like_the_loop(value: int) -> None:
+    assert tinyparquet._varint(value) == tinyparquet._varint_long(value)
+
+
+def test_the_varint_tables_at_their_edges() -> None:
+    for value in (0, 127, 128, 16383, 16384, 2**21 - 1, 2**21, 2**28, 2**32 - 1, 2**35):
+        assert tinyparquet._varint(value) == tinyparquet._varint_long(value), value
+    assert (
+        tinyparquet._zigzag(-1) == b"\x01"
+        and tinyparquet._zigzag(-(2**31)) == b"\xff\xff\xff\xff\x0f"
+    )
