@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from cqrs_lab import segments as fmt
 from cqrs_lab.determinism import IdGenerator, random_ids
 from cqrs_lab.errors import ConcurrencyError, DuplicateEventError, InvalidEventError
-from cqrs_lab.payloads import payload_texts
+from cqrs_lab.payloads import payload_array, payload_texts
 
 if TYPE_CHECKING:
     from cqrs_lab.eventlog import NewEvent
@@ -47,7 +47,8 @@ _MICROSECOND = timedelta(microseconds=1)
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Checked events as columns (tuples or lists, in event order); payloads as canonical text."""
+    """Checked events as columns (lists, in event order); payloads as canonical text (an Arrow
+    array in batches of SMALL_BATCH or more)."""
 
     columns: dict[str, Sequence[Any]]
 
@@ -127,7 +128,8 @@ def check(
     if len(set(columns["event_id"])) != len(events):
         raise DuplicateEventError(_first_repeat(columns["event_id"]))
     _check_schema_versions(columns["schema_version"])
-    columns["payload"] = payload_texts(columns["payload"], columns["event_type"])
+    encode = payload_texts if len(events) < SMALL_BATCH else payload_array
+    columns["payload"] = encode(columns["payload"], columns["event_type"])
     return Batch(columns)
 
 
@@ -233,7 +235,7 @@ def _stamp_small(batch: Batch, head: Head) -> Stamped:
             versions,
             columns["event_type"],
             map(int, columns["schema_version"]),  # an int subclass would print differently
-            columns["payload"],
+            _texts(columns["payload"]),
             repeat((at - fmt.EPOCH) // _MICROSECOND),
             *(columns[name] for name in fmt.HASHED_COLUMNS[8:]),
         )
@@ -243,6 +245,10 @@ def _stamp_small(batch: Batch, head: Head) -> Stamped:
     stored["hash"] = hashes
     event_ids = columns["event_id"]
     return Stamped(latest=latest, event_ids=event_ids, last_hash=hashes[-1], at=at, columns=stored)
+
+
+def _texts(column: Sequence[str] | pa.Array) -> Sequence[str]:
+    return column.to_pylist() if isinstance(column, pa.Array) else column
 
 
 def _row_text(row: tuple[Any, ...]) -> bytes:
@@ -258,7 +264,7 @@ def _stamp_large(batch: Batch, head: Head) -> Stamped:
     stamps = pa.array(np.full(count, micros, dtype=np.int64))
     arrays: dict[str, Any] = {
         "stream_id": stream_ids,
-        "payload": pa.array(columns["payload"], pa.string()),
+        "payload": _payload_array(columns["payload"]),
         "position": pa.array(
             np.arange(head.position + 1, head.position + count + 1, dtype=np.int64)
         ),
@@ -284,6 +290,10 @@ def _stamp_large(batch: Batch, head: Head) -> Stamped:
     return Stamped(
         latest=latest, event_ids=event_ids, last_hash=hashes[-1], at=head.recorded_at, table=table
     )
+
+
+def _payload_array(column: Sequence[str] | pa.Array) -> pa.Array:
+    return column if isinstance(column, pa.Array) else pa.array(column, pa.string())
 
 
 def _column(values: Sequence[Any], kind: pa.DataType) -> tuple[pa.Array, Any]:

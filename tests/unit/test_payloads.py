@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,11 +24,18 @@ def canonical(payload: Any) -> str:
 
 
 def encoded(batch: list[Any]) -> list[str] | str:
-    """payload_texts' answer, or the error's message: both must match the standard library."""
+    """payload_texts' answer, or the error's message; payload_array must give the same."""
     try:
-        return payloads.payload_texts(batch, ["E"] * len(batch))
+        texts = payloads.payload_texts(batch, ["E"] * len(batch))
     except InvalidEventError as error:
+        with pytest.raises(InvalidEventError) as again:
+            payloads.payload_array(batch, ["E"] * len(batch))
+        assert str(again.value) == str(error)
         return f"refused: {error}"
+    array = payloads.payload_array(batch, ["E"] * len(batch))
+    assert array.type == pa.string()
+    assert array.to_pylist() == texts
+    return texts
 
 
 def expected(batch: list[Any]) -> list[str] | str:
@@ -162,9 +170,27 @@ def _integers(value: Any) -> list[int]:
     return [value] if type(value) is int else []
 
 
+@pytest.mark.parametrize("size", [1, 2, 1024, 1025, 3000])
+@pytest.mark.parametrize(
+    "odd",
+    [None, {"s": "},{"}, {"s": "}{"}, {"l": [{"a": 1}, {"b": 2}]}, {"d": {"e": {}}}, {}],
+    ids=repr,
+)
+def test_boundaries_cut_from_orjson_bytes_are_the_payloads(size: int, odd: Any) -> None:
+    batch: list[Any] = [{"n": i, "k": "v" * (i % 5)} for i in range(size)]
+    if odd is not None:
+        batch[size // 2] = odd
+    texts = [canonical(p) for p in batch]
+    assert encoded(batch) == texts
+    assert payloads.payload_array(batch, ["E"] * size).to_pylist() == texts
+
+
 def test_a_large_batch_of_typical_payloads_takes_the_fast_path() -> None:
     batch = [{"name": f"Customer {i}", "credit_limit": i * 37, "tags": ["a"]} for i in range(3000)]
     assert payloads._fast_texts(batch) == [canonical(p) for p in batch]
+    fast = payloads._fast_array(batch[:1024])
+    assert fast is not None
+    assert fast.to_pylist() == [canonical(p) for p in batch[:1024]]
 
 
 @settings(max_examples=500)
