@@ -12,13 +12,15 @@ chain and shown by notebooks, so it must never change; `orjson` only makes it fa
   only where it is provably the standard library's: pure ASCII without DEL (json escapes both;
   orjson writes them raw), no float and no null (float formats differ, e.g. 1e-05; orjson writes
   NaN as null where json refuses it), no subclass of a JSON type (json and orjson treat them
-  differently), and decoding it gives back the payloads (which rules out what orjson serialises
-  and json refuses: enums, UUIDs). Anything else is encoded by `json`.
+  differently), and `marshal` takes the payloads (it refuses every object but the exact core
+  types, so also what orjson serialises and json refuses: enums, UUIDs; 3x cheaper than
+  decoding orjson's text to compare it). Anything else is encoded by `json`.
 """
 
 from __future__ import annotations
 
 import json
+import marshal
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -134,7 +136,9 @@ def _fast_bytes(chunk: Sequence[dict[str, Any]]) -> bytes | None:
         return None
     if b"0." in data.translate(_NUMBER_SHAPE):  # a float (or a string that looks like one)
         return None
-    if orjson.loads(data) != chunk:
+    try:  # marshal takes only exact core types: no enum, UUID, subclass or other object
+        marshal.dumps(chunk)  # type: ignore[arg-type]  # (any other Sequence: refused too)
+    except ValueError:
         return None
     return data
 

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import pyarrow as pa
@@ -72,6 +72,11 @@ class Count(int):
         return "not a number"
 
 
+class Pair(NamedTuple):
+    a: int
+    b: int
+
+
 @dataclass
 class Point:
     x: int
@@ -107,7 +112,10 @@ ODD_VALUES = [
     Decimal("1.5"),
     b"bytes",
     {1, 2},
+    1j,
     OrderedDict(b=1, a=2),
+    Pair(1, 2),
+    orjson.Fragment(b"1"),
 ]
 
 
