@@ -282,7 +282,7 @@ def chain_columns(
 
 def encode_segment(
     table: pa.Table, *, row_group_size: int = SMALL_ROW_GROUP, compacted: bool = False
-) -> bytes:
+) -> memoryview:
     """The Parquet bytes of a segment, always with page checksums.
 
     Small commits are written plain: compressing a few rows costs more than it saves, and
@@ -296,7 +296,7 @@ def encode_segment(
     options = _COMPACTED if compacted else _LARGE if table.num_rows >= LARGE_COMMIT else _SMALL
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, row_group_size=row_group_size, **options)
-    return sink.getvalue().to_pybytes()  # type: ignore[no-any-return]
+    return memoryview(sink.getvalue())  # no copy: a 10^5-event segment is ~9 MB of fresh memory
 
 
 LARGE_COMMIT = 1024  # rows from which a commit's segment is compressed
@@ -336,12 +336,12 @@ def decode_segment(data: bytes, *, columns: Sequence[str] | None = None) -> pa.T
     return table
 
 
-def file_digest(data: bytes) -> str:
+def file_digest(data: bytes | memoryview) -> str:
     """The sha256 of a file's bytes, as recorded in HEAD."""
     return hashlib.sha256(data).hexdigest()
 
 
-def write_durably(folder_fd: int, folder: Path, name: str, data: bytes) -> None:
+def write_durably(folder_fd: int, folder: Path, name: str, data: bytes | memoryview) -> None:
     """Publish `data` as folder/name: temp file, fsync, put-if-absent link, fsync the folder.
 
     Raises FileExistsError if the name is taken: a published segment is never replaced.
@@ -376,7 +376,7 @@ def _unnamed_file(folder: Path) -> int | None:
         return None
 
 
-def _write_durably_named(folder_fd: int, folder: Path, name: str, data: bytes) -> None:
+def _write_durably_named(folder_fd: int, folder: Path, name: str, data: bytes | memoryview) -> None:
     temp = folder / f".{name}.tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
@@ -391,7 +391,7 @@ def _write_durably_named(folder_fd: int, folder: Path, name: str, data: bytes) -
         os.fsync(folder_fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]

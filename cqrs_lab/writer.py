@@ -220,6 +220,7 @@ class WriterState:
 
     def commit(self, stamped: Stamped) -> str:
         """`publish` one append's rows, folding in what the stamp already knows (no read-back)."""
+        data: bytes | memoryview
         if stamped.columns is not None:
             data = tinyparquet.encode(stamped.columns)
         else:
@@ -231,7 +232,7 @@ class WriterState:
         self.position, self.last_hash, self.recorded_at = last, stamped.last_hash, stamped.at
         return name
 
-    def _publish(self, data: bytes, first: int, last: int, last_hash: bytes) -> str:
+    def _publish(self, data: bytes | memoryview, first: int, last: int, last_hash: bytes) -> str:
         name = fmt.segment_name(first, last)
         fmt.write_durably(self._dir_fd, self.events_dir, name, data)
         segment = fmt.Segment(first, last, name)
