@@ -186,6 +186,17 @@ UNION ALL
 SELECT *
 FROM changed_customers
 """
+# The snapshot's orders the delta touches: its own, and those of customers it renamed (their
+# denormalised name), read in one pass over the snapshot file instead of one per join: time
+# travel to mid-history of 10^7 events (2.2 M orders in the snapshot) took 0.85 s of CPU
+# instead of 0.97-1.00 s.
+TOUCHED_ORDERS = """
+CREATE OR REPLACE TEMP TABLE touched_orders AS
+SELECT *
+FROM snapshot_orders
+WHERE order_id IN (SELECT order_id FROM order_delta)
+   OR customer_id IN (SELECT customer_id FROM customer_delta WHERE renamed)
+"""
 # Orders the delta touched, and orders of customers it renamed (their denormalised name).
 CHANGED_ORDERS = """
 CREATE OR REPLACE TEMP TABLE changed_orders AS
@@ -207,13 +218,13 @@ SELECT d.order_id,
        d.updated_at,
        d.version
 FROM order_delta AS d
-LEFT JOIN snapshot_orders AS o USING (order_id)
+LEFT JOIN touched_orders AS o USING (order_id)
 LEFT JOIN changed_customers AS cc ON cc.customer_id = d.customer_id
 LEFT JOIN snapshot_customers AS sc ON sc.customer_id = d.customer_id
 LEFT JOIN customer_delta AS r ON r.customer_id = o.customer_id AND r.renamed
 UNION ALL
 SELECT o.* REPLACE (r.name AS customer_name)
-FROM snapshot_orders AS o
+FROM touched_orders AS o
 JOIN customer_delta AS r USING (customer_id)
 WHERE r.renamed
   AND o.order_id NOT IN (SELECT order_id FROM order_delta)
@@ -257,13 +268,13 @@ def fold_on(
     for table in TABLES:
         con.execute(f"SET VARIABLE snapshot_{table} = ?", [snapshot.file(table)])  # our names
     con.execute(SNAPSHOT_VIEWS)
-    for delta, changed, view, name in (
-        (p.CUSTOMER_DELTA, CHANGED_CUSTOMERS, CUSTOMERS_VIEW, "customer"),
-        (p.ORDER_DELTA, CHANGED_ORDERS, ORDERS_VIEW, "order"),
+    for name, (delta, *steps) in (
+        ("customer", (p.CUSTOMER_DELTA, CHANGED_CUSTOMERS, CUSTOMERS_VIEW)),
+        ("order", (p.ORDER_DELTA, TOUCHED_ORDERS, CHANGED_ORDERS, ORDERS_VIEW)),
     ):
         con.execute(delta, params[name])
-        con.execute(changed)
-        con.execute(view)
+        for step in steps:
+            con.execute(step)
     con.execute(p.SUMMARY_VIEW)
     return True
 
