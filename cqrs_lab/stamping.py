@@ -283,12 +283,15 @@ def _stamp_large(batch: Batch, head: Head) -> Stamped:
     for name in (*TEXT[1:], "schema_version"):
         arrays[name], texts[name] = _column(columns[name], fmt.SCHEMA.field(name).type)
     parts = [texts[name] for name in fmt.HASHED_COLUMNS]
-    hashes = fmt.chain_columns(parts, count, head.last_hash)
-    arrays["hash"] = pa.array(hashes, pa.binary(32))
+    arrays["hash"] = fmt.chain_columns(parts, count, head.last_hash)
     table = pa.Table.from_arrays([arrays[name] for name in fmt.COLUMNS], schema=fmt.SCHEMA)
     event_ids = columns["event_id"]
     return Stamped(
-        latest=latest, event_ids=event_ids, last_hash=hashes[-1], at=head.recorded_at, table=table
+        latest=latest,
+        event_ids=event_ids,
+        last_hash=arrays["hash"][-1].as_py(),
+        at=head.recorded_at,
+        table=table,
     )
 
 

@@ -312,8 +312,9 @@ def test_chaining_columns_in_slices_equals_the_chain_of_canonical_rows(count: in
     texts[fmt.HASHED_COLUMNS.index("stream_type")] = "Customer"  # one value for all rows
     texts[fmt.HASHED_COLUMNS.index("causation_id")] = pa.scalar("")
     expected = list(fmt.chain(map(fmt.canonical_row, map(values, rows)), b"\x09" * 32))
-    assert fmt.chain_columns(texts, count, b"\x09" * 32, step=4) == expected
-    assert fmt.chain_columns(texts, count, b"\x09" * 32) == expected
+    assert fmt.chain_columns(texts, count, b"\x09" * 32, step=4).to_pylist() == expected
+    assert fmt.chain_columns(texts, count, b"\x09" * 32).to_pylist() == expected
+    assert fmt.chain_columns(texts, count, fmt.GENESIS).type == pa.binary(32)
 
 
 # Text a log accepts: any Unicode without control characters (and no surrogates, which are not
