@@ -253,6 +253,50 @@ def test_each_hash_is_sha256_of_the_previous_hash_and_the_rows_canonical_bytes(
     assert history.read()[-1].hash == previous.hex()
 
 
+ODD_PAYLOADS: list[Any] = [
+    {"name": "Zoë 日本", "emoji": "\U0001f600"},
+    {"f": 1e-05, "g": 1.5, "none": None},
+    {"s": "},{", "t": "}{", "l": [{"a": 1}, {"b": [2, 3]}]},
+    {"control": "\x1f\x7f\n", "big": 2**70, "flag": True},
+]
+PLAIN_PAYLOADS: list[Any] = [{"name": "Ada", "n": 1}, {"l": [{"a": 1}], "t": True}, {}]
+
+
+def bulk_payload(i: int) -> Any:
+    """Chunks of 1024 alternate: plain payloads (orjson's fast path), then odd ones (json's)."""
+    kinds = PLAIN_PAYLOADS if (i // 1024) % 2 == 0 else ODD_PAYLOADS
+    return kinds[i % len(kinds)]
+
+
+def test_bulk_commits_hash_and_store_exactly_what_the_definitions_say(tmp_path: Path) -> None:
+    """Batches past the encoder chunk, the hash slice and LARGE_COMMIT, dicts and JSON text,
+    against this file's own canonical bytes and json.dumps."""
+    expected_payloads = []
+    with EventLog.create(tmp_path / "log", clock=fixed_clock(T0, MINUTE)) as log:  # random ids
+        for size, as_text in [(5000, False), (4500, True), (70, False)]:
+            streams = [f"s-{(len(expected_payloads) + i) // 3}" for i in range(size)]
+            payloads = [bulk_payload(i) for i in range(size)]
+            expected_payloads += [canonical_json(p) for p in payloads]
+            if as_text:
+                payloads = [canonical_json(p) for p in payloads]
+            batch = [
+                event(s, "E", p, actor="ada" if i % 7 else "", schema_version=1 + i // 4000)
+                for i, (s, p) in enumerate(zip(streams, payloads, strict=True))
+            ]
+            log.append(batch, expected=dict.fromkeys(streams, ANY_VERSION))
+        assert log.verify().ok
+        rows = log.scan().to_pylist()
+    assert [row["payload"] for row in rows] == expected_payloads
+    previous = bytes(32)
+    for row in rows:
+        assert row["hash"] == hashlib.sha256(previous + canonical_bytes(row)).digest()
+        previous = row["hash"]
+
+
+def canonical_json(payload: Any) -> str:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+
 def test_a_commit_is_one_segment_named_by_its_positions_and_one_head_line(log: EventLog) -> None:
     log.append([event("a"), event("b")], expected={"a": NO_STREAM, "b": NO_STREAM})
     log.append([event("a")], expected={"a": 1})
