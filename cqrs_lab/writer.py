@@ -102,6 +102,7 @@ class WriterState:
         self.head_path = path / fmt.HEAD_FILE
         self._dir_fd = os.open(self.events_dir, os.O_RDONLY)
         self._head_fd = os.open(self.head_path, os.O_RDWR | os.O_APPEND)
+        self._unnamed = fmt.UnnamedFiles(self.events_dir)  # the next commit's file, opened ahead
         self._loaded = False
         self._ledger_size = 0
         self.position = 0
@@ -116,7 +117,8 @@ class WriterState:
         return Head(self.position, self.last_hash, self.versions, at)
 
     def close(self) -> None:
-        """Close the folder and HEAD handles."""
+        """Close the folder and HEAD handles, and the next commit's file."""
+        self._unnamed.close()
         os.close(self._dir_fd)
         os.close(self._head_fd)
 
@@ -234,7 +236,7 @@ class WriterState:
 
     def _publish(self, data: bytes | memoryview, first: int, last: int, last_hash: bytes) -> str:
         name = fmt.segment_name(first, last)
-        fmt.write_durably(self._dir_fd, self.events_dir, name, data)
+        fmt.write_durably(self._dir_fd, self.events_dir, name, data, unnamed=self._unnamed)
         segment = fmt.Segment(first, last, name)
         self._record(fmt.LedgerEntry(segment, fmt.file_digest(data), last_hash.hex()))
         return name
