@@ -48,9 +48,11 @@ _MICROSECOND = timedelta(microseconds=1)
 @dataclass(frozen=True, slots=True)
 class Batch:
     """Checked events as columns (lists, in event order); payloads as canonical text (an Arrow
-    array in batches of SMALL_BATCH or more)."""
+    array in batches of SMALL_BATCH or more); the event ids also as an Arrow array if they were
+    all made here in bulk (stamping need not convert them again)."""
 
     columns: dict[str, Sequence[Any]]
+    made_ids: pa.Array | None = None
 
     def __len__(self) -> int:
         return len(self.columns["stream_id"])
@@ -119,26 +121,32 @@ def check(
     # One list per field, not one tuple per event: big batches would otherwise make the garbage
     # collector walk the whole heap (10^5 new tuples trigger full collections).
     columns: dict[str, Sequence[Any]] = {name: list(map(getter, events)) for name, getter in _READ}
-    columns["event_id"], made = _event_ids(columns["event_id"], ids)
-    for name in TEXT[:-1] if made else TEXT:  # ids made here are hex digits: nothing to check
+    made = _made_ids(columns["event_id"], ids)
+    if made is None:
+        columns["event_id"] = [event_id or ids() for event_id in columns["event_id"]]
+    else:
+        columns["event_id"] = made.to_pylist()
+    # Ids made here are 32 hex digits from 128 random bits: nothing to check, and (like a
+    # uuid4's) never repeated, so only given ones are checked for repeats.
+    for name in TEXT if made is None else TEXT[:-1]:
         _check_text(name, columns[name])
     missing = set(columns["stream_id"]).difference(expected)
     if missing:
         raise InvalidEventError(f"no expected version given for stream {min(missing)!r}")
-    if len(set(columns["event_id"])) != len(events):
+    if made is None and len(set(columns["event_id"])) != len(events):
         raise DuplicateEventError(_first_repeat(columns["event_id"]))
     _check_schema_versions(columns["schema_version"])
     encode = payload_texts if len(events) < SMALL_BATCH else payload_array
     columns["payload"] = encode(columns["payload"], columns["event_type"])
-    return Batch(columns)
+    return Batch(columns, made)
 
 
-def _event_ids(given: Sequence[str | None], ids: IdGenerator) -> tuple[list[str], bool]:
-    """The given ids, and new ones where none was given (the default generator's in bulk);
-    and whether all of them were made here by the default generator (so are known good)."""
+def _made_ids(given: Sequence[str | None], ids: IdGenerator) -> pa.Array | None:
+    """New ids for all events, made in bulk, if none was given and the generator is the
+    default one; else None (the given ids are used and missing ones made one by one)."""
     if ids is random_ids and given.count(None) == len(given):  # count: a C loop, by identity
-        return _random_hex_ids(len(given)), True
-    return [event_id or ids() for event_id in given], False
+        return _random_hex_ids(len(given))
+    return None
 
 
 def _check_text(name: str, values: Sequence[Any]) -> None:
@@ -158,13 +166,12 @@ def _check_text(name: str, values: Sequence[Any]) -> None:
             )
 
 
-def _random_hex_ids(count: int) -> list[str]:
-    """`count` ids like random_ids' from one urandom call; Arrow cuts the hex digits into
-    strings (twice as fast as slicing them in Python)."""
+def _random_hex_ids(count: int) -> pa.Array:
+    """`count` ids like random_ids' from one urandom call, as an Arrow array: Arrow cuts the hex
+    digits into strings (twice as fast as slicing them in Python)."""
     digits = pa.py_buffer(os.urandom(16 * count).hex().encode())
     offsets = pa.py_buffer(np.arange(0, 32 * count + 1, 32, dtype=np.int32))
-    ids = pa.Array.from_buffers(pa.string(), count, [None, offsets, digits])
-    return ids.to_pylist()  # type: ignore[no-any-return]
+    return pa.Array.from_buffers(pa.string(), count, [None, offsets, digits])
 
 
 def _has_control(text: str) -> bool:
@@ -280,8 +287,12 @@ def _stamp_large(batch: Batch, head: Head) -> Stamped:
         "version": _as_text(arrays["version"]),
         "recorded_at": str(micros),
     }
-    for name in (*TEXT[1:], "schema_version"):
+    for name in (*TEXT[1:-1], "schema_version"):
         arrays[name], texts[name] = _column(columns[name], fmt.SCHEMA.field(name).type)
+    if batch.made_ids is None:
+        arrays["event_id"], texts["event_id"] = _column(columns["event_id"], pa.string())
+    else:
+        arrays["event_id"] = texts["event_id"] = batch.made_ids
     parts = [texts[name] for name in fmt.HASHED_COLUMNS]
     arrays["hash"] = fmt.chain_columns(parts, count, head.last_hash)
     table = pa.Table.from_arrays([arrays[name] for name in fmt.COLUMNS], schema=fmt.SCHEMA)

@@ -317,6 +317,23 @@ def test_chaining_columns_in_slices_equals_the_chain_of_canonical_rows(count: in
     assert fmt.chain_columns(texts, count, fmt.GENESIS).type == pa.binary(32)
 
 
+def test_runs_of_shared_values_chain_like_the_rows_they_stand_for() -> None:
+    rows = [example_row(position=i + 1, actor="", payload=f'{{"i":{i}}}') for i in range(6)]
+    texts: list[object] = []
+    for name in fmt.HASHED_COLUMNS:
+        column = rows[0][name] if name in ("command_id", "correlation_id") else None
+        if name == "recorded_at":
+            texts.append(str((T0 - fmt.EPOCH) // timedelta(microseconds=1)))
+        elif column is not None:
+            texts.append(pa.scalar(column))  # a run: scalar, scalar, str, str (the last column)
+        elif name in ("causation_id", "actor"):
+            texts.append("")
+        else:
+            texts.append(pa.array([str(row[name]) for row in rows]))
+    expected = list(fmt.chain(map(fmt.canonical_row, map(values, rows)), fmt.GENESIS))
+    assert fmt.chain_columns(texts, 6, fmt.GENESIS, step=4).to_pylist() == expected
+
+
 # Text a log accepts: any Unicode without control characters (and no surrogates, which are not
 # encodable). The separator \x1f is a control character, so it never occurs in these strings.
 TEXT = st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=12)
