@@ -16,6 +16,7 @@ the lab is next opened or synced.
 from __future__ import annotations
 
 import random
+from bisect import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -65,6 +66,7 @@ PRODUCTS = {
     "Headphones": Decimal("59.00"),
     "Coffee mug": Decimal("8.75"),
 }
+PRODUCT_NAMES = tuple(PRODUCTS)
 
 
 class Pool:
@@ -119,9 +121,11 @@ class Shop:
 
     def next_command(self, may_register: bool) -> tuple[d.Command, str]:
         """One command and its actor, drawn by weight from what the shop can do right now."""
-        kinds, cumulative = _CHOICES[bool(self.customers), may_register]
-        kind = self.rng.choices(kinds, cum_weights=cumulative)[0]
-        return ACTIONS[kind](self)
+        actions, cumulative = _CHOICES[bool(self.customers), may_register]
+        # What `rng.choices(kinds, cum_weights=cumulative)` does, from the same one `random()`,
+        # without its argument checks and one-item list (it ran once per command).
+        at = bisect(cumulative, self.rng.random() * cumulative[-1], 0, len(cumulative) - 1)
+        return actions[at](self)
 
     def _register(self) -> tuple[d.Command, str]:
         self.registered += 1
@@ -135,7 +139,7 @@ class Shop:
 
     def _place(self) -> tuple[d.Command, str]:
         self.placed += 1
-        product = self.rng.choice(list(PRODUCTS))
+        product = self.rng.choice(PRODUCT_NAMES)
         command = d.PlaceOrder(
             order_id=f"o-{self.placed}",
             customer_id=self.customers.draw(self.rng),
@@ -222,14 +226,17 @@ ACTIONS: dict[str, Callable[[Shop], tuple[d.Command, str]]] = {
 }
 
 
-def _choices(weights: dict[str, int]) -> tuple[list[str], list[int]]:
+def _choices(
+    weights: dict[str, int],
+) -> tuple[list[Callable[[Shop], tuple[d.Command, str]]], list[float]]:
     kinds = [kind for kind, weight in weights.items() if weight] or ["mistake"]
-    return kinds, list(accumulate(weights.get(kind, 1) for kind in kinds))
+    cumulative = [float(total) for total in accumulate(weights.get(kind, 1) for kind in kinds)]
+    return [ACTIONS[kind] for kind in kinds], cumulative
 
 
 # What the shop does, by weight; drawn from cumulative weights made once (a draw costs less).
 WEIGHTS = {"place": 40, "ship": 22, "cancel": 4, "rename": 4, "move": 4, "delete": 1, "mistake": 3}
-_CHOICES = {  # (any customer known to both services?, may register?) -> kinds, cumulative weights
+_CHOICES = {  # (any customer known to both services?, may register?) -> actions, cumulative weights
     (True, True): _choices({**WEIGHTS, "register": 14}),
     (True, False): _choices(WEIGHTS),
     (False, True): _choices({"register": 14}),

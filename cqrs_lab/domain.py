@@ -453,6 +453,16 @@ def stream_type_of(message: Command | CustomerEvent | OrderEvent) -> str:
     raise InvalidEventError(f"{type(message).__name__} belongs to no aggregate stream")
 
 
+def stream_of(message: Command | CustomerEvent | OrderEvent) -> tuple[str, str]:
+    """`(stream_id_of(message), stream_type_of(message))`, found by the message's class: a
+    service asks it once per command of a bulk load."""
+    kind = _STREAM_OF_CLASS.get(type(message))
+    if kind is None:  # not one of ours (a subclass, or no aggregate's): the full answer
+        return stream_id_of(message), stream_type_of(message)
+    prefix, stream_type, id_field = kind
+    return f"{prefix}{getattr(message, id_field)}", stream_type
+
+
 def event_to_payload(event: Event) -> dict[str, Any]:
     """The event's fields as a JSON-ready dict; Decimals become strings such as "19.99"."""
     cls = type(event)
@@ -644,4 +654,8 @@ EVENTS: dict[str, type[Event]] = {
 SERVICE_OF_COMMAND: dict[type[Command], str] = {
     **dict.fromkeys(CUSTOMER_COMMANDS, CUSTOMER_SERVICE),
     **dict.fromkeys(ORDER_COMMANDS, ORDER_SERVICE),
+}
+_STREAM_OF_CLASS: dict[type, tuple[str, str, str]] = {
+    **dict.fromkeys(CUSTOMER_MESSAGES, ("customer-", CUSTOMER_STREAM, "customer_id")),
+    **dict.fromkeys(ORDER_MESSAGES, ("order-", ORDER_STREAM, "order_id")),
 }

@@ -110,6 +110,8 @@ class _Plan:
     decided: list[Any] = field(default_factory=list)  # the domain event behind each NewEvent
     expected: dict[str, int] = field(default_factory=dict)
     working: dict[str, Any] = field(default_factory=dict)  # each stream's state after the batch
+    latest: dict[str, int] = field(default_factory=dict)  # each stream's version after the batch
+    handled: list[str] = field(default_factory=list)  # the commands that recorded events
     outcomes: list[tuple[Envelope, str, int, str]] = field(default_factory=list)
 
 
@@ -169,14 +171,12 @@ class Service:
         if first > self.position + 1:  # others appended since our refresh: theirs come first
             self._fold_rows(self.log.scan(after=self.position, upto=first - 1, columns=_FOLDED))
         # The append checked every stream of the plan against `expected`, so no other writer
-        # touched them: their versions follow on from the expected ones, and the working states
-        # are their states after this commit.
-        versions: dict[str, int] = {}
-        for new, event in zip(plan.events, plan.decided, strict=True):
-            versions[new.stream_id] = versions.get(new.stream_id, plan.expected[new.stream_id]) + 1
-            self.handled.add(new.command_id)
+        # touched them: their versions follow on from the expected ones (`plan.latest`), and the
+        # working states are their states after this commit.
+        self.handled.update(plan.handled)
+        for event in plan.decided:
             self._noted(event)
-        self.versions.update(versions)
+        self.versions.update(plan.latest)
         self.states.update(plan.working)
         self.position = first + count - 1
 
@@ -199,16 +199,20 @@ class Service:
 
     def _plan(self, envelopes: Sequence[Envelope]) -> _Plan:
         plan, seen = _Plan(), set()
-        working: dict[str, Any] = {}
+        # Locals, not attributes: this loop runs once per command of a bulk load (10^6 and more).
+        handled, states, versions = self.handled, self.states, self.versions
+        working, expected, latest = plan.working, plan.expected, plan.latest
+        new_events, decided = plan.events, plan.decided
         for envelope in envelopes:
-            if envelope.command_id in self.handled or envelope.command_id in seen:
+            command_id, command = envelope.command_id, envelope.command
+            if command_id in handled or command_id in seen:
                 plan.outcomes.append((envelope, DUPLICATE, 0, ""))
                 continue
-            seen.add(envelope.command_id)
-            stream_id, stream_type = self._stream_of(envelope.command)
-            state = working[stream_id] if stream_id in working else self.states.get(stream_id)
+            seen.add(command_id)
+            stream_id, stream_type = self._stream_of(command)
+            state = working[stream_id] if stream_id in working else states.get(stream_id)
             try:
-                events = self._decide(state, envelope.command, working)
+                events = self._decide(state, command, working)
             except DomainRejection as rejection:
                 events, stream_id, stream_type = self._rejection(envelope, rejection.reason)
                 plan.outcomes.append((envelope, REJECTED, 1, rejection.reason))
@@ -217,11 +221,14 @@ class Service:
                 for event in events:
                     state = self._evolve(state, event)
                 working[stream_id] = state
-            for read in (stream_id, *self._also_read(envelope.command)):
-                plan.expected.setdefault(read, self.versions.get(read, NO_STREAM))
-            plan.events += [_new_event(envelope, stream_id, stream_type, e) for e in events]
-            plan.decided += events
-        plan.working = working
+            for read in (stream_id, *self._also_read(command)):
+                if read not in expected:
+                    expected[read] = versions.get(read, NO_STREAM)
+            if events:
+                latest[stream_id] = latest.get(stream_id, expected[stream_id]) + len(events)
+                plan.handled.append(command_id)
+            new_events += [_new_event(envelope, stream_id, stream_type, e) for e in events]
+            decided += events
         return plan
 
     def _rejection(self, envelope: Envelope, reason: str) -> tuple[list[Any], str, str]:
@@ -237,7 +244,7 @@ class Service:
         return ()
 
     def _stream_of(self, command: Any) -> tuple[str, str]:
-        return d.stream_id_of(command), d.stream_type_of(command)
+        return d.stream_of(command)
 
     def _decide(self, state: Any, command: Any, working: dict[str, Any]) -> list[Any]:
         raise NotImplementedError

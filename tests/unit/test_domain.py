@@ -56,6 +56,7 @@ from cqrs_lab.domain import (
     evolve_replica,
     replicate,
     stream_id_of,
+    stream_of,
     stream_type_of,
 )
 from cqrs_lab.errors import CqrsLabError, DomainRejection, InvalidEventError
@@ -386,6 +387,7 @@ def test_cancelling_with_a_blank_reason_is_rejected(reason: str) -> None:
 )
 def test_customer_messages_belong_to_the_customer_stream(message: Any) -> None:
     assert (stream_id_of(message), stream_type_of(message)) == ("customer-c-7", "Customer")
+    assert stream_of(message) == ("customer-c-7", "Customer")
 
 
 @pytest.mark.parametrize(
@@ -397,12 +399,15 @@ def test_order_messages_belong_to_the_order_stream_though_they_name_a_customer(
     message: Any,
 ) -> None:
     assert (stream_id_of(message), stream_type_of(message)) == ("order-o-1", "Order")
+    assert stream_of(message) == ("order-o-1", "Order")
 
 
 def test_a_command_rejection_belongs_to_no_aggregate_stream() -> None:
     rejection = command_rejected(ShipOrder(order_id="o-1"), "order 'o-1' does not exist")
     with pytest.raises(InvalidEventError, match="CommandRejected belongs to no aggregate stream"):
         stream_id_of(rejection)  # type: ignore[arg-type]
+    with pytest.raises(InvalidEventError, match="CommandRejected belongs to no aggregate stream"):
+        stream_of(rejection)  # type: ignore[arg-type]
     assert STREAM_TYPES == ("Customer", "Order")
 
 
