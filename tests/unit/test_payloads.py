@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pytest
@@ -168,6 +169,24 @@ def test_plain_payloads_take_the_fast_path_and_match_the_standard_library(batch:
     in_64_bits = all(-(2**63) <= n < 2**64 for n in _integers(batch))
     if in_64_bits and "\\u00" not in "".join(texts):
         assert fast == texts  # ASCII words and 64-bit integers: orjson's text is json's
+
+
+@settings(max_examples=300)
+@given(st.lists(st.dictionaries(WORDS, plain_values, max_size=4), min_size=1))
+def test_plain_payloads_are_cut_from_orjson_bytes_exactly_as_json_encodes_them(batch: list) -> None:
+    fast = payloads._fast_array(batch)
+    texts = [canonical(p) for p in batch]
+    assert fast is None or fast.to_pylist() == texts
+    in_64_bits = all(-(2**63) <= n < 2**64 for n in _integers(batch))
+    if in_64_bits and "\\u00" not in "".join(texts) and "},{" not in "".join(texts)[1:-1]:
+        assert fast is not None
+
+
+@settings(max_examples=1000)
+@given(st.binary(max_size=40) | st.text(alphabet="null.eE019 ,{}", max_size=40).map(str.encode))
+def test_the_vectorised_null_and_float_check_agrees_with_the_bytes_one(data: bytes) -> None:
+    codes = np.frombuffer(data, np.uint8)
+    assert payloads._has_null_or_float(codes) == (not payloads._same_as_json(data))
 
 
 def _integers(value: Any) -> list[int]:
