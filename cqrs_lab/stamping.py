@@ -81,7 +81,7 @@ class Stamped:
         self,
         *,
         latest: dict[str, int],
-        event_ids: Sequence[str],
+        event_ids: Sequence[str] | pa.Array,
         last_hash: bytes,
         at: datetime,
         table: pa.Table | None = None,
@@ -124,8 +124,8 @@ def check(
     made = _made_ids(columns["event_id"], ids)
     if made is None:
         columns["event_id"] = [event_id or ids() for event_id in columns["event_id"]]
-    else:
-        columns["event_id"] = made.to_pylist()
+    else:  # large batches keep them in Arrow: the id index keys them there (eventids.py)
+        columns["event_id"] = made.to_pylist() if len(events) < SMALL_BATCH else made
     # Ids made here are 32 hex digits from 128 random bits: nothing to check, and (like a
     # uuid4's) never repeated, so only given ones are checked for repeats.
     for name in TEXT if made is None else TEXT[:-1]:

@@ -10,88 +10,19 @@ from __future__ import annotations
 import bisect
 import os
 import time
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from cqrs_lab import segments as fmt
 from cqrs_lab import tinyparquet
 from cqrs_lab.errors import CorruptLogError
+from cqrs_lab.eventids import EventIdIndex
 from cqrs_lab.stamping import Head, Stamped
 
 _STATE_COLUMNS = ["position", "stream_id", "version", "event_id", "recorded_at", "hash"]
-
-
-class EventIdIndex:
-    """Which event ids a log holds, in 8 bytes per id.
-
-    Ids are kept as their 64-bit Python hashes (stable within a process, all an in-memory index
-    needs): recent ones in a set, older ones in sorted arrays merged by size like an LSM tree, so
-    adding is amortised O(log n) and a lookup is a few binary searches. A hash hit is confirmed
-    against the files, so a hash collision can never reject a genuinely new id.
-    """
-
-    def __init__(self, events_dir: Path) -> None:
-        self.events_dir = events_dir
-        self._chunks: list[np.ndarray] = []
-        self._recent: set[int] = set()
-        self._looked_up: tuple[Sequence[str], np.ndarray] | None = None  # ids and sorted keys
-
-    def add(self, event_ids: Sequence[str]) -> None:
-        """Remember these ids."""
-        if len(event_ids) < 1000:
-            self._recent.update(map(hash, event_ids))
-            if len(self._recent) >= 100_000:
-                self._push(np.sort(np.fromiter(self._recent, np.int64, len(self._recent))))
-                self._recent = set()
-            return
-        self._push(self._sorted_keys(event_ids))
-
-    def _sorted_keys(self, event_ids: Sequence[str]) -> np.ndarray:
-        """The ids' keys, sorted; those of the ids just looked up are reused (an append looks
-        its batch up, then adds the same list: hashing and sorting 10^5 ids once, not twice)."""
-        if self._looked_up is not None and self._looked_up[0] is event_ids:
-            keys = self._looked_up[1]
-        else:
-            keys = np.sort(np.fromiter(map(hash, event_ids), np.int64, len(event_ids)))
-        self._looked_up = None
-        return keys
-
-    def _push(self, keys: np.ndarray) -> None:
-        self._chunks.append(keys)
-        while len(self._chunks) > 1 and len(self._chunks[-1]) * 2 >= len(self._chunks[-2]):
-            last = self._chunks.pop()
-            # two sorted runs: the stable sort (timsort for int64) merges them in linear time
-            self._chunks[-1] = np.sort(np.concatenate([self._chunks[-1], last]), kind="stable")
-
-    def first_known(self, event_ids: Sequence[str]) -> str | None:
-        """The first of these ids the log already holds, or None."""
-        keys = self._sorted_keys(event_ids)  # sorted: the binary searches walk forward
-        self._looked_up = (event_ids, keys)
-        hits = self._recent.intersection(keys.tolist()) if self._recent else set()
-        for chunk in self._chunks:
-            found = chunk[np.minimum(np.searchsorted(chunk, keys), len(chunk) - 1)] == keys
-            if found.any():
-                hits.update(keys[found].tolist())
-        if hits:  # rare: a genuine repeat, or a hash collision the files will rule out
-            for event_id in event_ids:
-                if hash(event_id) in hits and self._in_files(event_id):
-                    return event_id
-        return None
-
-    def _in_files(self, event_id: str) -> bool:
-        segments, _, _ = fmt.list_folder(self.events_dir)
-        for seg in fmt.cover(segments)[0]:
-            ids = fmt.decode_segment(
-                (self.events_dir / seg.name).read_bytes(), columns=["event_id"]
-            )
-            if pc.any(pc.equal(ids["event_id"], event_id)).as_py():
-                return True
-        return False
 
 
 class WriterState:
@@ -201,7 +132,7 @@ class WriterState:
             latest = table.group_by("stream_id").aggregate([("version", "max")])
             streams, versions = latest["stream_id"].to_pylist(), latest["version_max"].to_pylist()
             self.versions.update(zip(streams, versions, strict=True))
-        self.event_ids.add(table["event_id"].to_pylist())
+        self.event_ids.add(table["event_id"].combine_chunks())
         self.position = table["position"][-1].as_py()
         self.last_hash = table["hash"][-1].as_py()
         self.recorded_at = table["recorded_at"][-1].as_py()
