@@ -301,7 +301,8 @@ class OrderService(Service):
             return [d.replicate(state, command.source, command.source_position)]
         if isinstance(command, d.PlaceOrder):
             replica_stream = f"replica-customer-{command.customer_id}"
-            customer = working.get(replica_stream, self.states.get(replica_stream))
+            known = working if replica_stream in working else self.states
+            customer = known.get(replica_stream)
             return list(d.decide_order(state, command, customer))
         return list(d.decide_order(state, command, None))
 
