@@ -226,9 +226,11 @@ class EventLog:
             for _ in range(_PUBLISH_ATTEMPTS):
                 state.refresh()
                 stamping.check_expected(state.versions, expected)
-                taken = state.event_ids.first_known(batch.columns["event_id"])
-                if taken is not None:
-                    raise DuplicateEventError(taken)
+                # ids made here are 128 random bits (as a uuid4): only given ids can be taken
+                if batch.made_ids is None:
+                    taken = state.event_ids.first_known(batch.columns["event_id"])
+                    if taken is not None:
+                        raise DuplicateEventError(taken)
                 stamped = stamping.stamp(batch, state.head(self.clock()))
                 try:
                     state.commit(stamped)
