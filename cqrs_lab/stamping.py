@@ -157,7 +157,7 @@ def _check_text(name: str, values: Sequence[Any]) -> None:
         bad = next(value for value in values if not isinstance(value, str))
         raise InvalidEventError(f"event {name} must be text, got {bad!r}") from None
     required = name in REQUIRED_TEXT
-    if not _has_control(joined) and not (required and _any_blank(values)):
+    if not _has_control(joined) and not (required and _any_blank(values, joined)):
         return
     for value in values:
         if (required and not value.strip()) or _CONTROL.search(value):
@@ -182,7 +182,10 @@ def _has_control(text: str) -> bool:
     return not text.isprintable() and _CONTROL.search(text) is not None
 
 
-def _any_blank(values: Sequence[str]) -> bool:
+def _any_blank(values: Sequence[str], joined: str) -> bool:
+    """Whether a value is empty or white space, for values without control characters."""
+    if joined.isascii() and " " not in joined:  # the only ASCII white space that is not control
+        return "" in values  # a C loop: by identity, then by length (no set of 10^4 ids)
     return not all(value.strip() for value in set(values))  # few distinct names per batch
 
 

@@ -1,6 +1,7 @@
 """The append hot path: checks, payload encoding, versions and hashes, small and large batches."""
 
 import json
+import re
 from datetime import UTC, datetime
 from enum import IntEnum
 from itertools import count
@@ -161,6 +162,16 @@ def test_a_control_character_in_any_text_column_of_a_large_batch_is_refused(bad:
         events[70] = NewEvent(**{**_fields(events[70]), name: f"x{bad}é"})
         with pytest.raises(InvalidEventError, match=f"event {name}"):
             stamping.check(events, {"s": None}, ids())
+
+
+@pytest.mark.parametrize("blank", ["", " ", "   ", "\u3000", "\xa0 "])
+@pytest.mark.parametrize("at", [0, 70, 99])
+def test_a_blank_required_text_in_a_large_batch_is_refused(blank: str, at: int) -> None:
+    for name in ("stream_id", "stream_type", "event_type"):
+        events = events_for(["s"] * 100)
+        events[at] = NewEvent(**{**_fields(events[at]), name: blank})
+        with pytest.raises(InvalidEventError, match=re.escape(f"event {name} {blank!r} is empty")):
+            stamping.check(events, {"s": None, blank: None}, ids())
 
 
 def _fields(event: NewEvent) -> dict:
