@@ -190,16 +190,13 @@ def _any_blank(values: Sequence[str], joined: str) -> bool:
 
 
 def _check_schema_versions(values: Sequence[Any]) -> None:
-    for value in values if len(values) < SMALL_BATCH else _distinct(values):
+    if len(values) >= SMALL_BATCH and set(map(type, values)) == {int}:
+        # exact ints only (True == 1 and would hide among ones): each distinct value once
+        constant = values.count(values[0]) == len(values)
+        values = values[:1] if constant else list(dict.fromkeys(values))
+    for value in values:
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 32767:
             raise InvalidEventError(f"schema_version {value!r} is out of range 1..32767")
-
-
-def _distinct(values: Sequence[Any]) -> Sequence[Any]:
-    try:
-        return list(dict.fromkeys(values))  # keeps the first bad value first
-    except TypeError:  # an unhashable value: it will be reported in order
-        return values
 
 
 def _first_repeat(values: Sequence[str]) -> str:

@@ -120,6 +120,14 @@ def test_versions_continue_each_stream_and_hashes_chain_from_the_head(size: int)
     assert stamped.last_hash == hashes[-1]
 
 
+@pytest.mark.parametrize("bad", [True, 0, 40000, "1", 1.0])
+def test_a_bad_schema_version_among_good_ones_in_a_large_batch_is_refused(bad: object) -> None:
+    events = events_for(["a"] * 100)
+    events[60] = NewEvent(**{**_fields(events[60]), "schema_version": bad})
+    with pytest.raises(InvalidEventError, match=re.escape(f"schema_version {bad!r}")):
+        stamping.check(events, {"a": 0}, ids())
+
+
 def test_a_bool_schema_version_is_refused() -> None:
     with pytest.raises(InvalidEventError, match="schema_version True"):
         stamping.check(
