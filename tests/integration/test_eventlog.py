@@ -465,6 +465,27 @@ def test_a_repeated_id_is_found_in_big_and_small_commits_and_the_first_repeat_is
     assert snapshot(log.path) == before
 
 
+@pytest.mark.parametrize("size", [100, 1500])
+def test_ids_made_in_bulk_are_known_to_later_appends_and_after_reopening(
+    tmp_path: Path, size: int
+) -> None:
+    with new_log(tmp_path / "log") as log:
+        streams = {f"s-{i}": NO_STREAM for i in range(size)}
+        made = log.append([event(stream) for stream in streams], expected=streams)
+        made_ids = [e.event_id for e in made.events]
+        with pytest.raises(DuplicateEventError, match=made_ids[size // 2]):
+            append_one(log, "other", event_id=made_ids[size // 2])
+        batch = [event("other", event_id=f"given-{i}") for i in range(99)] + [
+            event("other", event_id=made_ids[-1])
+        ]
+        with pytest.raises(DuplicateEventError, match=made_ids[-1]):
+            log.append(batch, expected={"other": ANY_VERSION})
+    with EventLog.open(tmp_path / "log") as reopened:
+        with pytest.raises(DuplicateEventError, match=made_ids[0]):
+            append_one(reopened, "other", event_id=made_ids[0])
+        assert append_one(reopened, "other", event_id="x" * 32)[0].position == size + 1
+
+
 class Colliding(str):
     """An id whose Python hash collides with every other such id."""
 
