@@ -93,11 +93,23 @@ class RecordedEvent:
 
 
 def records(table: pa.Table) -> list[RecordedEvent]:
-    """Rows of a log table as RecordedEvents."""
-    rows = table.to_pylist()
-    for row in rows:
-        row["hash"] = row["hash"].hex()
-    return [RecordedEvent(**row) for row in rows]
+    """Rows of a log table as RecordedEvents.
+
+    Built column by column, and each distinct time is made a datetime once (a commit's rows
+    share one): making a datetime was 3.5 us a row, 43 % of the whole (2.48 -> 1.05 ms for a
+    330-row delivery of the demo).
+    """
+    times_name = "recorded_at"
+    times = table[times_name]
+    columns = {name: table[name].to_pylist() for name in table.column_names if name != times_name}
+    distinct = pc.unique(times)
+    made = dict(zip(distinct.cast(pa.int64()).to_pylist(), distinct.to_pylist(), strict=True))
+    columns[times_name] = [made[t] for t in times.cast(pa.int64()).to_pylist()]
+    columns["hash"] = [value.hex() for value in columns["hash"]]
+    names, values = list(columns), columns.values()
+    return [
+        RecordedEvent(**dict(zip(names, row, strict=True))) for row in zip(*values, strict=True)
+    ]
 
 
 class Commit(Sequence[RecordedEvent]):
