@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import os
 import re
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -396,7 +397,7 @@ def write_durably(
 
 
 class UnnamedFiles:
-    """The unnamed file (O_TMPFILE) of a folder's next commit, opened ahead in a thread.
+    """The unnamed files (O_TMPFILE) of a folder's next commits, opened ahead in a thread.
 
     Why: on ext4 without a journal (this machine's disk) the kernel's inode allocator checks
     every free inode slot of the folder's block group that was freed recently, or shares a
@@ -414,37 +415,44 @@ class UnnamedFiles:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._next: Future[int | None] | None = None
+        self._ahead: deque[Future[int | None]] = deque()
         self._pid = os.getpid()
 
     def take(self) -> int | None:
-        """A new unnamed file in the folder (None where unsupported); the next one is begun."""
-        ready, self._next = self._next, None
+        """A new unnamed file in the folder (None where unsupported); the next ones are begun."""
+        if self._pid != os.getpid():  # a forked child: the files ahead are its parent's
+            self._ahead.clear()
+            self._pid = os.getpid()
         fd = None
-        if ready is not None and self._pid == os.getpid():
+        if self._ahead:
             try:
-                fd = ready.result()
+                fd = self._ahead.popleft().result()
             except OSError:  # e.g. out of file handles: open it here and let that error show
                 fd = None
         if fd is None:
             fd = _unnamed_file(self.folder)
             if fd is None:
                 return None
-        self._pid = os.getpid()
-        self._next = _opener().submit(_unnamed_file, self.folder)
+        while len(self._ahead) < OPEN_AHEAD:
+            self._ahead.append(_opener().submit(_unnamed_file, self.folder))
         return fd
 
     def close(self) -> None:
-        """Close the file opened ahead, if any."""
-        ready, self._next = self._next, None
-        if ready is None or self._pid != os.getpid():
+        """Close the files opened ahead, if any."""
+        ahead, self._ahead = self._ahead, deque()
+        if self._pid != os.getpid():
             return
-        with contextlib.suppress(OSError):
-            fd = ready.result()
-            if fd is not None:
-                os.close(fd)
+        for ready in ahead:
+            with contextlib.suppress(OSError):
+                fd = ready.result()
+                if fd is not None:
+                    os.close(fd)
 
 
+# Files opened ahead. Back-to-back sends on a 10^6-event lab waited in take() 0.034 ms at the
+# median with one ahead, 0.016 ms with two, but 0.10-0.15 ms instead of 0.045 ms at p90 and the
+# same on average (0.04-0.06 ms): one it is.
+OPEN_AHEAD = 1
 _OPENERS: dict[int, ThreadPoolExecutor] = {}
 
 

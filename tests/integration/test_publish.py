@@ -4,6 +4,7 @@ import contextlib
 import os
 import threading
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -72,70 +73,92 @@ def open_unnamed_files(folder: Path) -> list[str]:
     return found
 
 
+class Opened(NamedTuple):
+    thread: str
+    fd: int
+    inode: int
+
+
 @pytest.fixture
-def opened(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int | None]]:
-    """Every unnamed file opened, with the name of the thread that opened it."""
-    calls: list[tuple[str, int | None]] = []
+def opened(monkeypatch: pytest.MonkeyPatch) -> list[Opened]:
+    """Every unnamed file opened: by which thread, its descriptor and its inode."""
+    calls: list[Opened] = []
     real = fmt._unnamed_file
 
     def recording(folder: Path) -> int | None:
         fd = real(folder)
-        calls.append((threading.current_thread().name, fd))
+        assert fd is not None
+        calls.append(Opened(threading.current_thread().name, fd, os.fstat(fd).st_ino))
         return fd
 
     monkeypatch.setattr(fmt, "_unnamed_file", recording)
     return calls
 
 
-def test_after_a_file_is_taken_the_next_one_is_opened_in_the_background(
-    tmp_path: Path, opened: list[tuple[str, int | None]]
+def opener_of(inode: int, opened: list[Opened]) -> str:
+    return next(o.thread for o in opened if o.inode == inode)
+
+
+def test_after_a_file_is_taken_the_next_ones_are_opened_in_the_background(
+    tmp_path: Path, opened: list[Opened]
 ) -> None:
     files = fmt.UnnamedFiles(tmp_path)
-    first, second = files.take(), files.take()
-    threads = [name for name, _ in opened]
-    assert threads[0] == "MainThread"
-    assert threads[1].startswith("cqrs-lab-unnamed-file")  # second came from the background
-    assert second == opened[1][1] and first != second
-    for fd in (first, second):
+    taken = [files.take() for _ in range(4)]
+    inodes = []
+    for fd in taken:
         assert fd is not None
         assert os.fstat(fd).st_nlink == 0  # unnamed: nothing in the folder
+        inodes.append(os.fstat(fd).st_ino)
         os.close(fd)
+    assert len(set(inodes)) == 4
+    assert opener_of(inodes[0], opened) == "MainThread"
+    for inode in inodes[1:]:
+        assert opener_of(inode, opened).startswith("cqrs-lab-unnamed-file")
     assert os.listdir(tmp_path) == []
+    for _ in range(500):  # the last take's files may still be being opened
+        if len(open_unnamed_files(tmp_path)) == fmt.OPEN_AHEAD:
+            break
+        threading.Event().wait(0.01)
+    assert len(open_unnamed_files(tmp_path)) == fmt.OPEN_AHEAD
     files.close()
-    assert open_unnamed_files(tmp_path) == []  # the third, opened ahead, is closed
+    assert open_unnamed_files(tmp_path) == []  # the ones opened ahead are closed
 
 
 def test_a_log_publishes_through_the_files_opened_ahead_and_leaves_none_open(
-    tmp_path: Path, opened: list[tuple[str, int | None]]
+    tmp_path: Path, opened: list[Opened]
 ) -> None:
     log = EventLog.create(tmp_path / "log")
-    for k in range(3):
+    for k in range(4):
         log.append(
             [NewEvent(stream_id=f"s-{k}", stream_type="S", event_type="Happened", payload={})],
             expected={f"s-{k}": NO_STREAM},
         )
-    assert sum(name.startswith("cqrs-lab-unnamed-file") for name, _ in opened) == 3
-    assert open_unnamed_files(log.events_dir) != []  # the fourth commit's, ready
+    names = [fmt.segment_name(k, k) for k in (1, 2, 3, 4)]
+    openers = [opener_of((log.events_dir / name).stat().st_ino, opened) for name in names]
+    assert openers[0] == "MainThread"
+    assert all(name.startswith("cqrs-lab-unnamed-file") for name in openers[1:])
+    assert open_unnamed_files(log.events_dir) != []  # the next commits', ready
     log.close()
     assert open_unnamed_files(log.events_dir) == []
-    assert sorted(os.listdir(log.events_dir)) == [fmt.segment_name(k, k) for k in (1, 2, 3)]
+    assert sorted(os.listdir(log.events_dir)) == names
     assert EventLog.open(tmp_path / "log").verify().ok
 
 
-def test_a_forked_child_never_takes_its_parents_file(
-    tmp_path: Path, opened: list[tuple[str, int | None]], monkeypatch: pytest.MonkeyPatch
+def test_a_forked_child_never_takes_its_parents_files(
+    tmp_path: Path, opened: list[Opened], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     files = fmt.UnnamedFiles(tmp_path)
     os.close(files.take() or -1)
-    files._next.result()  # type: ignore[union-attr]  # the parent's next file is ready
-    seen, parents = len(opened), opened[-1][1]
+    while len(opened) < 1 + fmt.OPEN_AHEAD:  # the parent's next files are being opened
+        threading.Event().wait(0.01)
+    seen, parents = len(opened), {o.fd for o in opened[1:]}
     monkeypatch.setattr(os, "getpid", lambda: -1)  # as a forked child sees itself
     fd = files.take()
-    assert fd is not None and fd != parents
-    assert opened[seen] == ("MainThread", fd)  # opened by the child itself
+    assert fd is not None and fd not in parents
+    assert opened[seen] == Opened("MainThread", fd, os.fstat(fd).st_ino)  # the child's own
     files.close()
-    for mine in (fd, parents):
-        os.close(mine or -1)
+    for mine in (fd, *parents):
+        os.close(mine)
 
 
 def test_if_opening_ahead_failed_the_commit_opens_its_own_file(
