@@ -249,6 +249,8 @@ class EventLog:
                 except FileExistsError:  # a killed writer left a published, unrecorded segment
                     state.recover()
                     continue
+                if state.recorded is not None:
+                    self._ledger.take_in(*state.recorded)
                 return Commit(stamped)
         raise CorruptLogError(f"{self.events_dir}: could not publish after recovery; run verify")
 

@@ -199,6 +199,17 @@ class LedgerView:
         complete = data[: data.rfind(b"\n") + 1]
         fresh, _, _ = parse_ledger(complete)
         self.size += len(complete)
+        self._add(fresh)
+
+    def take_in(self, entry: LedgerEntry, start: int, length: int) -> None:
+        """Take in the line this process just wrote at byte `start` of HEAD, without reading it
+        back (~0.02 ms of each command), if the view had read HEAD up to there; else the next
+        `refresh` reads it."""
+        if self.size == start:
+            self.size += length
+            self._add([entry])
+
+    def _add(self, fresh: list[LedgerEntry]) -> None:
         self.entries += fresh
         end = self.chosen[-1].last if self.chosen else 0
         for entry in fresh:

@@ -41,6 +41,8 @@ class WriterState:
         self.recorded_at: datetime | None = None
         self.versions: dict[str, int] = {}
         self.event_ids = EventIdIndex(self.events_dir)
+        # The last HEAD line this writer wrote: (entry, its first byte, its length).
+        self.recorded: tuple[fmt.LedgerEntry, int, int] | None = None
 
     def head(self, now: datetime) -> Head:
         """Where the next commit continues; its time never goes back behind the last one's."""
@@ -197,6 +199,8 @@ class WriterState:
         line = fmt.format_ledger_line(entry)
         os.write(self._head_fd, line)
         os.fdatasync(self._head_fd)
+        end = os.lseek(self._head_fd, 0, os.SEEK_CUR)  # where the append put it, torn bytes or not
+        self.recorded = (entry, end - len(line), len(line))
         self._ledger_size += len(line)
 
     def _ledger_bytes(self) -> bytes:

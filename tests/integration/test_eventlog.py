@@ -644,6 +644,23 @@ def test_reads_filter_by_stream_position_and_time(
     assert history.scan(**filters)["position"].to_pylist() == expected
 
 
+def test_readers_see_their_own_and_other_writers_commits_in_order(tmp_path: Path) -> None:
+    # A log takes in its own HEAD line without reading it back; another writer's lines in
+    # between must still be read, and the files stay those a fresh reader finds.
+    ours, theirs = new_log(tmp_path / "log"), EventLog.open(tmp_path / "log")
+    for k, writer in enumerate([ours, ours, theirs, ours, theirs, theirs, ours], start=1):
+        append_one(writer, f"c-{k}")
+        for log in (ours, theirs):
+            assert positions(log.read()) == list(range(1, k + 1))
+        with EventLog.open(tmp_path / "log") as fresh:
+            assert ours.files() == theirs.files() == fresh.files()
+    ours.compact()
+    append_one(ours, "c-8")
+    with EventLog.open(tmp_path / "log") as fresh:
+        assert ours.files() == theirs.files() == fresh.files()
+        assert positions(ours.read()) == positions(fresh.read()) == list(range(1, 9))
+
+
 def test_reading_one_stream_gives_its_versions_in_order(history: EventLog) -> None:
     stream = history.read(stream_id="c-1")
     assert [(e.version, e.event_type) for e in stream] == [
