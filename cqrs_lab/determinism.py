@@ -29,6 +29,8 @@ def random_ids() -> str:
 
 
 _RANDOM_POOL: list[str] = []
+# A forked child must not hand out the ids left in its parent's pool: both would use them.
+os.register_at_fork(after_in_child=_RANDOM_POOL.clear)
 
 
 def fixed_clock(start: datetime, step: timedelta = timedelta(seconds=1)) -> Clock:

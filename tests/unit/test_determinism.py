@@ -1,5 +1,6 @@
 """Injected clocks and ids: fixed ones repeat exactly, real ones do not."""
 
+import os
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -65,3 +66,18 @@ def test_the_system_clock_is_aware_utc_and_current() -> None:
     assert now.tzinfo is not None
     assert now.utcoffset() == timedelta(0)
     assert before <= now <= datetime.now(UTC)
+
+
+def test_a_forked_child_never_hands_out_its_parents_random_ids() -> None:
+    random_ids()  # the pool is full now, and a forked child gets a copy of it
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: send its next ids, then leave without cleanup
+        os.write(write, " ".join(random_ids() for _ in range(3)).encode())
+        os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(child, 0)
+    childs = set(os.read(read, 4096).decode().split())
+    os.close(read)
+    assert status == 0 and len(childs) == 3
+    assert childs.isdisjoint(random_ids() for _ in range(3))
