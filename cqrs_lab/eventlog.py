@@ -239,7 +239,7 @@ class EventLog:
                 state.refresh()
                 stamping.check_expected(state.versions, expected)
                 # ids made here are 128 random bits (as a uuid4): only given ids can be taken
-                if batch.made_ids is None:
+                if not batch.ids_made:
                     taken = state.event_ids.first_known(batch.columns["event_id"])
                     if taken is not None:
                         raise DuplicateEventError(taken)

@@ -53,6 +53,7 @@ class Batch:
 
     columns: dict[str, Sequence[Any]]
     made_ids: pa.Array | None = None
+    ids_made: bool = False  # every id was made here: 128 random bits, never taken (as a uuid4)
 
     def __len__(self) -> int:
         return len(self.columns["stream_id"])
@@ -121,32 +122,30 @@ def check(
     # One list per field, not one tuple per event: big batches would otherwise make the garbage
     # collector walk the whole heap (10^5 new tuples trigger full collections).
     columns: dict[str, Sequence[Any]] = {name: list(map(getter, events)) for name, getter in _READ}
-    made = _made_ids(columns["event_id"], ids)
-    if made is None:
-        columns["event_id"] = [event_id or ids() for event_id in columns["event_id"]]
-    else:  # large batches keep them in Arrow: the id index keys them there (eventids.py)
-        columns["event_id"] = made.to_pylist() if len(events) < SMALL_BATCH else made
+    # No id given and the default generator: every id is made here (`made`), a few from the
+    # generator's pool, a large batch's in bulk and kept in Arrow, where the id index keys them
+    # (eventids.py). Otherwise the given ids are used and missing ones made one by one.
+    given, made_ids = columns["event_id"], None
+    made = ids is random_ids and given.count(None) == len(given)  # count: a C loop, by identity
+    if not made:
+        columns["event_id"] = [event_id or ids() for event_id in given]
+    elif len(events) < SMALL_BATCH:
+        columns["event_id"] = [random_ids() for _ in given]
+    else:
+        columns["event_id"] = made_ids = _random_hex_ids(len(events))
     # Ids made here are 32 hex digits from 128 random bits: nothing to check, and (like a
     # uuid4's) never repeated, so only given ones are checked for repeats.
-    for name in TEXT if made is None else TEXT[:-1]:
+    for name in TEXT[:-1] if made else TEXT:
         _check_text(name, columns[name])
     missing = set(columns["stream_id"]).difference(expected)
     if missing:
         raise InvalidEventError(f"no expected version given for stream {min(missing)!r}")
-    if made is None and len(set(columns["event_id"])) != len(events):
+    if not made and len(set(columns["event_id"])) != len(events):
         raise DuplicateEventError(_first_repeat(columns["event_id"]))
     _check_schema_versions(columns["schema_version"])
     encode = payload_texts if len(events) < SMALL_BATCH else payload_array
     columns["payload"] = encode(columns["payload"], columns["event_type"])
-    return Batch(columns, made)
-
-
-def _made_ids(given: Sequence[str | None], ids: IdGenerator) -> pa.Array | None:
-    """New ids for all events, made in bulk, if none was given and the generator is the
-    default one; else None (the given ids are used and missing ones made one by one)."""
-    if ids is random_ids and given.count(None) == len(given):  # count: a C loop, by identity
-        return _random_hex_ids(len(given))
-    return None
+    return Batch(columns, made_ids, made)
 
 
 def _check_text(name: str, values: Sequence[Any]) -> None:
