@@ -20,7 +20,7 @@ from matplotlib.ticker import MaxNLocator
 from cqrs_lab.demo import generate
 from cqrs_lab.determinism import fixed_clock, seeded_ids
 from cqrs_lab.lab import Lab
-from cqrs_lab.teaching import scratch_folder
+from cqrs_lab.scratch import scratch_folder
 
 ACTOR_ACTIVITY = """
 SELECT

@@ -13,6 +13,7 @@ from undoing that. `sql()` also runs only SELECT statements, checked by DuckDB's
 from __future__ import annotations
 
 import re
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +26,7 @@ import pyarrow as pa
 from cqrs_lab import projections as p
 from cqrs_lab.errors import CqrsLabError, StoreLockedError
 from cqrs_lab.eventlog import EventLog
+from cqrs_lab.scratch import remove_when_process_ends
 from cqrs_lab.segments import SCHEMA
 from cqrs_lab.streamindex import StreamIndex
 
@@ -100,17 +102,16 @@ class ReadStore:
         self.logs = logs
         self.streams = {name: StreamIndex(lab, name, log) for name, log in logs.items()}
         self.upto = upto  # a fixed cut (time travel), or None: follow the logs' heads
-        self._spill = tempfile.TemporaryDirectory(prefix="cqrs-lab-duckdb-")  # removed on close
-        self.con = connect(
-            lab, persistent=persistent, memory_limit=memory_limit, spill=Path(self._spill.name)
-        )
+        self._spill = Path(tempfile.mkdtemp(prefix="cqrs-lab-duckdb-"))  # removed on close
+        remove_when_process_ends(self._spill)  # or when a killed kernel never closes it
+        self.con = connect(lab, persistent=persistent, memory_limit=memory_limit, spill=self._spill)
         p.create_schema(self.con)
         self._events_view_stale = True  # pointed at the current files just before a query
 
     def close(self) -> None:
         """Close the DuckDB connection and remove its spill folder."""
         self.con.close()
-        self._spill.cleanup()
+        shutil.rmtree(self._spill, ignore_errors=True)
 
     def catch_up(self) -> p.CatchUp:
         """Fold the events after each checkpoint (never rescanning history)."""

@@ -5,18 +5,13 @@
     >>> log_files(lab.customer_log)    # the Parquet files behind one service's log
 
 Notebooks never write into the repository: every lab lives under the system's temp folder and is
-removed when the kernel exits.
+removed when the kernel ends, also when it is killed (`scratch.py`).
 """
 
 from __future__ import annotations
 
-import atexit
-import os
-import shutil
-import tempfile
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -25,6 +20,7 @@ from cqrs_lab import domain as d
 from cqrs_lab.determinism import fixed_clock, seeded_ids
 from cqrs_lab.eventlog import EventLog
 from cqrs_lab.lab import Lab
+from cqrs_lab.scratch import scratch_folder
 from cqrs_lab.services import SendResult
 
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # a Monday morning
@@ -44,16 +40,6 @@ ORDER BY first_position
 def new_lab(name: str, *, seed: int = 1) -> Lab:
     """A new, empty lab in a temp folder; fixed clock (a minute per commit) and seeded ids."""
     return Lab.create(scratch_folder(name), clock=fixed_clock(START, TICK), ids=seeded_ids(seed))
-
-
-def scratch_folder(name: str, *, in_memory: bool = False) -> Path:
-    """A new temp folder, removed when the kernel exits; `in_memory` puts it in /dev/shm if there
-    is one (for throwaway histories, where fsync buys nothing)."""
-    shm = Path("/dev/shm")
-    where = shm if in_memory and shm.is_dir() and os.access(shm, os.W_OK) else None
-    folder = Path(tempfile.mkdtemp(prefix=f"cqrs-lab-{name}-", dir=where))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    return folder
 
 
 def small_shop(lab: Lab) -> list[SendResult]:
