@@ -42,6 +42,7 @@ class _Sweeper:
             stderr=subprocess.DEVNULL,
             text=True,
             start_new_session=True,  # not killed with the kernel's process group
+            cwd=Path(tempfile.gettempdir()),  # keeps no folder of ours in use
         )
 
     def add(self, folder: Path) -> None:
