@@ -58,11 +58,12 @@ _SWEEPER: list[_Sweeper] = []
 
 def remove_when_process_ends(folder: Path) -> None:
     """Remove `folder` (and all in it) once this process has ended, normally or not."""
-    if not _SWEEPER or _SWEEPER[0].pid != os.getpid():
-        _SWEEPER[:] = [_Sweeper()]
     try:
+        if not _SWEEPER or _SWEEPER[0].pid != os.getpid():
+            _SWEEPER[:] = [_Sweeper()]
         _SWEEPER[0].add(folder)
-    except OSError:  # no sweeper after all (it could not start or died): the normal exit then
+    except (OSError, ValueError):  # no sweeper (it could not start, or died): a normal exit then
+        _SWEEPER.clear()  # the next folder tries a new one
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
 
 

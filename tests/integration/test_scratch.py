@@ -70,3 +70,19 @@ def test_a_read_store_removes_its_spill_folder_when_closed(tmp_path: Path) -> No
     assert len(made) >= 1
     lab.close()
     assert not any(path.exists() for path in made)
+
+
+def test_without_a_sweeper_a_folder_is_still_removed_at_a_normal_exit(tmp_path: Path) -> None:
+    script = """
+import subprocess, sys
+from cqrs_lab import scratch
+def broken(*args, **kwargs):
+    raise OSError("no processes left")
+subprocess.Popen = broken
+print(scratch.scratch_folder("test"), flush=True)
+"""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith(str(tmp_path / "cqrs-lab-test-"))
+    assert list(tmp_path.iterdir()) == []
