@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO
 
 # Reads one folder per line until the pipe closes, then removes them.
 _SWEEP = """
@@ -35,7 +34,7 @@ class _Sweeper:
 
     def __init__(self) -> None:
         self.pid = os.getpid()
-        self.process: subprocess.Popen[str] | None = subprocess.Popen(
+        self.process = subprocess.Popen(
             [sys.executable, "-c", _SWEEP],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
@@ -46,9 +45,8 @@ class _Sweeper:
         )
 
     def add(self, folder: Path) -> None:
-        assert self.process is not None
-        pipe: IO[str] | None = self.process.stdin
-        assert pipe is not None
+        pipe = self.process.stdin
+        assert pipe is not None  # stdin=PIPE
         pipe.write(f"{folder}\n")
         pipe.flush()
 
