@@ -2,8 +2,8 @@
 
 Many one-commit files make every scan pay per-file costs; a few wide files with large row groups
 scan at DuckDB's full speed. The steps are ordered so a crash anywhere leaves a readable log:
-write the wide segment (temp, fsync, link), record it in HEAD, then delete the narrow ones (after
-a grace period: `KEEP_REPLACED_SECONDS`, like Delta Lake's vacuum retention).
+write the wide segment (temp, fsync, link), record it in HEAD, then flush HEAD and delete the
+narrow ones (after a grace period: `KEEP_REPLACED_SECONDS`, like Delta Lake's vacuum retention).
 Readers take the widest cover of what HEAD records, so they switch to the wide segment as soon
 as its line is there; a reader that was about to open a narrow one just deleted goes on from the
 wide one (`EventLog.scan`). A writer's recovery removes narrow files a recorded wide one replaced,

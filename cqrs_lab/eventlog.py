@@ -235,6 +235,9 @@ class EventLog:
         batch = stamping.check(events, expected, self.ids)
         with self._lock:
             state = self._writer_state()
+            # see writer.py's docstring (a state not loaded yet recovers as it loads)
+            if state.loaded and (self._lock.others_held or state.interrupted):
+                state.recover()
             for _ in range(_PUBLISH_ATTEMPTS):
                 state.refresh()
                 stamping.check_expected(state.versions, expected)
@@ -417,8 +420,9 @@ class EventLog:
         for seg in segments:
             if seg.name not in recorded:
                 warnings.warn(
-                    f"{self.events_dir / seg.name}: not recorded in HEAD (a commit killed before "
-                    "it was recorded, or a foreign file); never read",
+                    f"{self.events_dir / seg.name}: not recorded in HEAD (a commit whose writer "
+                    "stopped before recording it, or a foreign file); not read until the next "
+                    "writer records it (if whole and continuing the log) or removes it",
                     stacklevel=3,
                 )
 

@@ -22,6 +22,10 @@ class FileLock:
     def __init__(self, path: Path, *, timeout: float = 30.0) -> None:
         self.path, self.timeout = path, timeout
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._nonce = os.urandom(4).hex()  # tells this lock from others of the same process
+        # Whether, since this lock last held it, another holder took it (another process, or
+        # another FileLock on the file): a writer then checks what that holder may have left.
+        self.others_held = True
 
     def acquire(self) -> None:
         """Take the lock, polling with a short, growing sleep while another holder has it."""
@@ -35,7 +39,12 @@ class FileLock:
                 time.sleep(pause)
                 pause = min(pause * 2, 0.005)
             else:
-                os.pwrite(self._fd, f"{os.getpid():<10}\n".encode(), 0)
+                # The holder's mark: its pid (for the message above), then this lock's nonce.
+                mark = f"{os.getpid():<10} {self._nonce}\n".encode()
+                self.others_held = os.pread(self._fd, len(mark) + 1, 0) != mark
+                if self.others_held:
+                    os.pwrite(self._fd, mark, 0)
+                    os.ftruncate(self._fd, len(mark))
                 return
 
     def release(self) -> None:
@@ -47,7 +56,8 @@ class FileLock:
         os.close(self._fd)
 
     def _held_message(self) -> str:
-        holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        mark = os.pread(self._fd, 64, 0).decode(errors="replace").split()
+        holder = mark[0] if mark else "unknown"
         return (
             f"{self.path} is locked by another process (pid {holder}) for more than "
             f"{self.timeout:g} s; wait for it to finish or stop it, then try again"

@@ -168,10 +168,10 @@ def recorded_cover(entries: Sequence[LedgerEntry]) -> list[Segment]:
 class LedgerView:
     """HEAD as a reader sees it: read again only where it grew, and the cover it records.
 
-    HEAD is the commit point: a segment counts once its line is there. A reader never lists the
-    folder, so a segment a killed writer published but never recorded is never read (the next
-    writer removes it), and one reader's listing can never go stale behind another process's
-    compaction: the compaction's own line changes HEAD.
+    A reader reads a segment once its line is there. It never lists the folder, so a segment
+    published but not recorded (its writer stopped in between) is not read until the next writer
+    records it or removes it (writer.py), and one reader's listing can never go stale behind
+    another process's compaction: the compaction's own line changes HEAD.
     """
 
     def __init__(self, log: Path) -> None:

@@ -1,7 +1,7 @@
 """From a batch of new events to the rows of one commit: checks, versions, hashes, the table.
 
 This is the CPU side of every append, so it is written for speed (issue 2's targets: a one-event
-commit under a millisecond including three flushes, bulk batches at >= 500 k events/s):
+commit under a millisecond including its flushes, bulk batches at >= 500 k events/s):
 
 - The given fields are read once, as one list per column; each text column is checked over its
   joined text (one C pass for ASCII), not one call per value.

@@ -86,8 +86,9 @@ def _check_layout(
     for seg in segments:
         if seg.name not in recorded and seg.first <= next_position:
             report.notices.append(
-                Finding(seg.name, "not recorded in HEAD: a commit killed before it was recorded; "
-                        "never read, and the next writer removes it")
+                Finding(seg.name, "not recorded in HEAD: a commit whose writer stopped before "
+                        "recording it; not read until the next writer records it (if whole and "
+                        "continuing the log) or removes it")
             )  # fmt: skip
         elif seg.name not in recorded:  # no commit of ours could have started there
             missing = f"positions {next_position}..{seg.first - 1} are missing before it"

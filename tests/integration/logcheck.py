@@ -27,7 +27,10 @@ HERE = Path(__file__).parent
 HOT_STREAMS = tuple(f"hot-{i}" for i in range(4))
 READ_COLUMNS = ["position", "stream_id", "version", "event_id", "command_id", "payload"]
 # The only warning opening a crashed log may give: a temp file of a killed commit (never read).
-HARMLESS_WARNINGS = ("leftover of an interrupted commit", "not recorded in HEAD (a commit killed")
+HARMLESS_WARNINGS = (
+    "leftover of an interrupted commit",
+    "not recorded in HEAD (a commit whose writer stopped",
+)
 
 
 class Placed(NamedTuple):
@@ -122,7 +125,8 @@ def check_table(table: pa.Table, acked: Mapping[str, Placed] | None = None) -> N
 
 def open_after_crash(path: Path) -> EventLog:
     """Open a log (a new instance); only warnings about a killed commit's leftovers are allowed:
-    its temp file, or its segment published but never recorded in HEAD (rolled back)."""
+    its temp file, or its segment published but not recorded in HEAD (the next writer records
+    it again if it is whole, or rolls it back)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         log = EventLog.open(path)
@@ -155,11 +159,14 @@ def current_versions(table: pa.Table) -> dict[str, int]:
 def check_and_continue(path: Path, acked: dict[str, Placed], command_id: str) -> pa.Table:
     """After a crash: check the log whole, then append one commit with a new log instance.
 
-    The commit goes to a hot stream at its exact version and to a new stream, and must land at the
-    next positions; it is added to `acked`. Returns the scan taken after it.
+    The new instance first recovers, as its first append would: a commit published but not yet
+    recorded in HEAD is recorded (it is whole) and then read like any other. The commit goes to a
+    hot stream at its exact version and to a new stream, and must land at the next positions; it
+    is added to `acked`. Returns the scan taken after it.
     """
     log = open_after_crash(path)
     try:
+        log.recover()
         table = log.scan()
         check_table(table, acked)
         check_with_duckdb(log, at_least=0, exactly=table.num_rows)

@@ -30,7 +30,8 @@ from cqrs_lab.errors import (
     StoreLockedError,
 )
 from cqrs_lab.eventlog import ANY_VERSION, NO_STREAM, Commit, EventLog, NewEvent, RecordedEvent
-from cqrs_lab.writer import EventIdIndex
+from cqrs_lab.locking import FileLock
+from cqrs_lab.writer import EventIdIndex, WriterState
 
 T0 = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -1081,9 +1082,11 @@ def writing(log: EventLog, writer: str) -> contextlib.AbstractContextManager[Eve
     return open_quietly(log.path) if writer == NEW_WRITER else contextlib.nullcontext(log)
 
 
-def test_a_published_but_unrecorded_commit_is_a_notice_and_is_never_read(three: EventLog) -> None:
-    # HEAD is the commit point: a segment whose commit was killed before HEAD recorded it was
-    # never acknowledged, so no reader may see it (a running writer may reuse its positions).
+def test_a_published_but_unrecorded_commit_is_a_notice_and_is_not_read_until_recorded(
+    three: EventLog,
+) -> None:
+    # Readers read what HEAD records: a segment whose writer stopped between publishing and
+    # recording is not read until the next writer records it again (or rolls it back).
     drop_last_head_line(three.path)
     report = three.verify()
     assert report.ok is True
@@ -1095,28 +1098,114 @@ def test_a_published_but_unrecorded_commit_is_a_notice_and_is_never_read(three: 
 
 @pytest.mark.parametrize("writer", [NEW_WRITER, RUNNING_WRITER])
 @pytest.mark.parametrize("size", [1, 3], ids=["same size", "another size"])
-def test_the_next_append_rolls_back_a_published_but_unrecorded_commit(
+def test_the_next_append_first_records_a_published_but_unrecorded_commit(
     three: EventLog, writer: str, size: int
 ) -> None:
     # `three` has appended already, so its view of HEAD is loaded: it plays a process that was
-    # running while another one (`dying`) was killed between publishing and recording.
+    # running while another one (`dying`) stopped between publishing and recording. The commit
+    # was durable (its segment published): it is kept, and the next commit lands after it, also
+    # when it is larger than the lost one (no second segment may ever start at position 7).
     with writing(three, writer) as appender:
         with open_quietly(three.path) as dying:
-            append_one(dying, "b", event_id="from-the-dying-writer")  # position 7, never acked
+            append_one(dying, "b", event_id="from-the-dying-writer")  # position 7, not acked
         lost_line = drop_last_head_line(three.path)
         batch = [event("a") for _ in range(size)]
         commit = appender.append(batch, expected={"a": 3})
-        if writer == RUNNING_WRITER and size != 1:  # its leftover stays until the next recovery
-            appender.recover()
-    assert (commit[0].position, commit[0].version) == (7, 4)
+    assert (commit[0].position, commit[0].version) == (8, 4)
     lines = three.head_path.read_bytes().splitlines(keepends=True)
-    assert lost_line not in lines
-    assert len(lines) == 4
+    assert lines[3] == lost_line  # recorded again, byte for byte
+    assert len(lines) == 5
+    assert [p.name for p in segment_files(three)][-2:] == [
+        fmt.segment_name(7, 7),
+        fmt.segment_name(8, 7 + size),
+    ]
     with open_quietly(three.path) as reader:
-        assert positions(reader.read()) == list(range(1, 7 + size))
-        assert "from-the-dying-writer" not in {e.event_id for e in reader.read()}
+        events = reader.read()
+        assert positions(events) == list(range(1, 8 + size))
+        assert events[6].event_id == "from-the-dying-writer"
+        assert (events[6].stream_id, events[6].version) == ("b", 4)
         report = reader.verify()
     assert (report.ok, report.notices) == (True, [])
+
+
+def test_a_stale_expected_version_after_a_recorded_leftover_is_a_concurrency_error(
+    three: EventLog,
+) -> None:
+    # The running writer expected stream b at version 3; the leftover it records first made it 4.
+    with open_quietly(three.path) as dying:
+        append_one(dying, "b")
+    drop_last_head_line(three.path)
+    before = three.head_path.read_bytes()
+    with pytest.raises(ConcurrencyError, match=r"'b'.*3.*4"):
+        three.append([event("b")], expected={"b": 3})
+    assert len(three.head_path.read_bytes().splitlines()) == len(before.splitlines()) + 1
+    assert positions(three.read()) == list(range(1, 8))
+
+
+@pytest.mark.parametrize("lost", [1, 3])
+def test_commits_whose_head_lines_a_power_cut_lost_are_recorded_again(
+    log: EventLog, lost: int
+) -> None:
+    # HEAD's lines are not flushed one by one: a power cut may lose the last ones (and leave
+    # zeros where the file grew). Every acknowledged commit's segment is on disk, so none is lost.
+    commits = [append_one(log, f"s-{n}") for n in range(5)]
+    head = log.head_path.read_bytes()
+    kept = b"".join(head.splitlines(keepends=True)[:-lost])
+    log.head_path.write_bytes(kept + bytes(37))  # the lost lines' bytes read back as zeros
+    with open_quietly(log.path) as reopened:
+        assert append_one(reopened, "after")[0].position == 6
+        assert [e.event_id for e in reopened.read()][:5] == [c[0].event_id for c in commits]
+        assert reopened.head_path.read_bytes().startswith(head)
+        assert reopened.verify().notices == []
+
+
+def test_an_append_interrupted_between_publishing_and_recording_is_recorded_by_the_next(
+    log: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # E.g. KeyboardInterrupt in a notebook, or a full disk when HEAD grows.
+    append_one(log, "a")
+
+    def interrupted(self: object, entry: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(WriterState, "_record", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            log.append([event("b"), event("b")], expected={"b": NO_STREAM})
+    commit = log.append([event("c")], expected={"c": NO_STREAM})  # not at position 2
+    assert commit[0].position == 4
+    assert [(e.stream_id, e.version) for e in log.read()] == [
+        ("a", 1),
+        ("b", 1),
+        ("b", 2),
+        ("c", 1),
+    ]
+    assert log.verify().notices == []
+
+
+def test_a_compaction_flushes_head_before_it_removes_replaced_segments(
+    three: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A power cut may lose HEAD lines that were not flushed: the compacted segment's line must be
+    # on disk before the segments it replaces are gone.
+    steps: list[str] = []
+    head_inode = os.stat(three.head_path).st_ino
+    real_fdatasync, real_unlink = os.fdatasync, Path.unlink
+
+    def fdatasync(fd: int) -> None:
+        if os.fstat(fd).st_ino == head_inode:
+            steps.append("flush HEAD")
+        real_fdatasync(fd)
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        if path.suffix == ".parquet":
+            steps.append("remove")
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    three.compact(keep_replaced_for=0)
+    assert steps == ["flush HEAD", "remove", "remove", "remove"]
 
 
 @pytest.mark.parametrize("writer", [NEW_WRITER, RUNNING_WRITER])
@@ -1343,6 +1432,48 @@ def test_an_append_while_another_process_holds_the_lock_names_the_lock_and_its_h
         holder.kill()
         holder.wait()
     assert append_one(log)[0].position == 2  # the kernel released the dead holder's lock
+
+
+def test_a_lock_knows_whether_another_holder_took_it_since_it_last_held_it(tmp_path: Path) -> None:
+    path = tmp_path / "LOCK"
+    first, second = FileLock(path), FileLock(path)  # two instances of one process
+    takes = []
+    for lock in (first, first, second, first, first):
+        with lock:
+            takes.append(lock.others_held)
+    assert takes == [True, False, True, True, False]
+    holder = subprocess.run(
+        [sys.executable, "-c", "import sys; from pathlib import Path; "
+         "from cqrs_lab.locking import FileLock; FileLock(Path(sys.argv[1])).acquire()",
+         str(path)],
+        check=True,
+    )  # fmt: skip
+    assert holder.returncode == 0
+    with first:
+        assert first.others_held is True
+    assert path.read_text().split()[0] == str(os.getpid())
+    first.close()
+    second.close()
+
+
+def test_a_running_writer_recovers_only_when_someone_else_held_the_lock(
+    three: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recoveries = []
+    real = WriterState.recover
+
+    def counting(self: WriterState) -> list[str]:
+        recoveries.append(self)
+        return real(self)
+
+    monkeypatch.setattr(WriterState, "recover", counting)
+    for _ in range(3):
+        append_one(three)
+    assert recoveries == []  # the hot path: no folder listing
+    with open_quietly(three.path) as other:
+        append_one(other, "other")
+    append_one(three)
+    assert len(recoveries) == 2  # the other instance's first append (it loads), then ours
 
 
 # --- the command line ----------------------------------------------------------------------------
