@@ -267,7 +267,7 @@ class WriterState:
             actions.append(f"cut a torn last line from {self.head_path.name}")
         self._ledger_size = min(self._ledger_size, self._ledger_length())  # whole lines read
         recorded = {entry.segment.name for entry in entries}
-        for seg in self._record_again(segments, entries):
+        for seg in self._record_again(segments, entries, recorded):
             recorded.add(seg.name)
             actions.append(
                 f"recorded {seg.name} in HEAD: published by a writer that stopped before "
@@ -286,14 +286,13 @@ class WriterState:
         return actions
 
     def _record_again(
-        self, segments: list[fmt.Segment], entries: list[fmt.LedgerEntry]
+        self, segments: list[fmt.Segment], entries: list[fmt.LedgerEntry], recorded: set[str]
     ) -> list[fmt.Segment]:
         """Record in HEAD the unrecorded segments that continue it, in order (widest first where
         two start at one position: a compaction's copy of the same rows); HEAD is flushed."""
         head = fmt.anchor(entries)
         position = head.segment.last if head else 0
         last_hash = bytes.fromhex(head.last_hash) if head else fmt.GENESIS
-        recorded = {entry.segment.name for entry in entries}
         waiting = sorted(
             (seg for seg in segments if seg.name not in recorded and seg.first > position),
             key=lambda seg: (seg.first, -seg.last),

@@ -26,7 +26,8 @@ from cqrs_lab.eventlog import NO_STREAM, Commit, EventLog, NewEvent
 HERE = Path(__file__).parent
 HOT_STREAMS = tuple(f"hot-{i}" for i in range(4))
 READ_COLUMNS = ["position", "stream_id", "version", "event_id", "command_id", "payload"]
-# The only warning opening a crashed log may give: a temp file of a killed commit (never read).
+# The only warnings opening a crashed log may give: a killed commit's temp file (never read), or
+# its published segment that HEAD does not record yet (read once the next writer records it).
 HARMLESS_WARNINGS = (
     "leftover of an interrupted commit",
     "not recorded in HEAD (a commit whose writer stopped",
